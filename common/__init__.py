@@ -1,0 +1,18 @@
+"""Shared Python for the ssl3d MONAI bundle collection.
+
+Bundles are configuration only; everything they instantiate beyond MONAI lives here, one concept
+per module:
+
+- :mod:`common.data`: embedded synthetic CT phantoms, datalist resolution/validation, datalist CLI.
+- :mod:`common.transforms`: transforms MONAI lacks (loading with file-naming errors).
+- :mod:`common.masking`: masking strategies (SubFore subvolume foreground masking).
+- :mod:`common.losses`: losses (masked reconstruction L1).
+- :mod:`common.engines`: pieces for MONAI's ``SupervisedTrainer`` (masked batch preparation).
+- :mod:`common.handlers`: atomic checkpoints/resume, weight export, TensorBoard output.
+- :mod:`common.networks`: encoder definitions for exporting/loading pretrained weights.
+- :mod:`common.paths`: locating a bundle's folder from any working directory.
+
+Subpackages are imported on first use (``import common.masking``) to keep ``import common`` cheap.
+"""
+
+__version__ = "0.1.0"

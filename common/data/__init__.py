@@ -1,0 +1,15 @@
+"""Data: embedded synthetic phantoms, datalist resolution/validation, and the datalist CLI."""
+
+from common.data.datalist import DatalistError, load_datalist, resolve_cases, select_fold
+from common.data.phantoms import BTCV_LABELS, default_cache_dir, ensure_phantom_dataset, generate_case
+
+__all__ = [
+    "BTCV_LABELS",
+    "DatalistError",
+    "default_cache_dir",
+    "ensure_phantom_dataset",
+    "generate_case",
+    "load_datalist",
+    "resolve_cases",
+    "select_fold",
+]

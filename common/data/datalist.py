@@ -1,0 +1,138 @@
+"""Where a bundle's cases come from: a Decathlon-style datalist, a folder of NIfTI, or the phantoms.
+
+Every bundle calls :func:`resolve_cases` with its ``dataset_dir`` / ``datalist`` settings:
+
+- ``datalist`` set: a Decathlon-style JSON (``{"training": [{"image": ..., "label": ...}], ...}``);
+  relative paths are resolved against ``dataset_dir`` if given, else the JSON's own folder.
+- only ``dataset_dir`` set: its ``dataset.json`` if present, else every ``*.nii``/``*.nii.gz`` below it
+  (image-only, for pretraining on unlabelled scans).
+- neither: the embedded synthetic phantoms (:mod:`common.data.phantoms`), and the log says so.
+
+Every file named in the chosen entries is checked up front, so a typo fails in a second with the
+datalist, entry and path in the message, not an hour into caching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.data.phantoms import ensure_phantom_dataset
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+FILE_KEYS = ("image", "label")
+
+
+class DatalistError(ValueError):
+    """A datalist that cannot be used; the message names the file, entry and field."""
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).endswith(NIFTI_SUFFIXES)
+
+
+def _resolve_entry(entry: object, base_dir: Path, where: str) -> dict:
+    if isinstance(entry, str):  # Decathlon "test" lists are plain paths
+        entry = {"image": entry}
+    if not isinstance(entry, dict) or "image" not in entry:
+        raise DatalistError(f"{where}: expected an object with an 'image' field, got {entry!r}")
+    out = dict(entry)
+    for key in FILE_KEYS:
+        if key not in out:
+            continue
+        values = out[key] if isinstance(out[key], list) else [out[key]]
+        resolved = []
+        for v in values:
+            if not isinstance(v, str):
+                raise DatalistError(f"{where}: field '{key}' must be a path string, got {v!r}")
+            p = Path(v) if os.path.isabs(v) else base_dir / v
+            if not p.is_file():
+                raise DatalistError(f"{where}: field '{key}' names a file that does not exist: {p}")
+            resolved.append(str(p))
+        out[key] = resolved if isinstance(out[key], list) else resolved[0]
+    return out
+
+
+def load_datalist(
+    datalist: str | os.PathLike, keys: Sequence[str] = ("training",), base_dir: str | os.PathLike | None = None
+) -> list[dict]:
+    """Read the entries under ``keys`` from a Decathlon-style JSON, resolve and check their files.
+
+    Raises:
+        DatalistError: missing JSON, unreadable JSON, missing key, or an entry naming a missing file.
+    """
+    path = Path(datalist)
+    if not path.is_file():
+        raise DatalistError(f"datalist {path} does not exist")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatalistError(f"datalist {path} is not valid JSON: {e}") from e
+    base = Path(base_dir) if base_dir else path.parent
+    items: list[dict] = []
+    for key in keys:
+        if key not in content:
+            raise DatalistError(f"datalist {path} has no '{key}' list (it has: {sorted(content)})")
+        for i, entry in enumerate(content[key]):
+            items.append(_resolve_entry(entry, base, f"datalist {path}, '{key}' entry {i}"))
+    return items
+
+
+def select_fold(items: list[dict], fold: int | None, part: str) -> list[dict]:
+    """Cross-validation split on the entries' ``"fold"`` field.
+
+    ``part="train"`` keeps entries whose fold differs from ``fold``; ``part="val"`` those equal to it.
+    ``fold=None`` returns ``items`` unchanged.
+    """
+    if fold is None or fold < 0:
+        return items
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    missing = [i for i, it in enumerate(items) if "fold" not in it]
+    if missing:
+        raise DatalistError(f"fold {fold} requested but entries {missing[:5]} have no 'fold' field (see make_datalist --num_folds)")
+    return [it for it in items if (it["fold"] == fold) == (part == "val")]
+
+
+def find_nifti(folder: str | os.PathLike) -> list[Path]:
+    """All NIfTI files below ``folder``, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_nifti(p))
+
+
+def resolve_cases(
+    dataset_dir: str | os.PathLike | None = "",
+    datalist: str | os.PathLike | None = "",
+    keys: Sequence[str] = ("training",),
+    phantom_dir: str | os.PathLike | None = None,
+    num_phantoms: int = 16,
+    num_phantom_validation: int = 4,
+) -> list[dict]:
+    """The cases a bundle should use (see the module docstring for the rules)."""
+    if datalist:
+        items = load_datalist(datalist, keys, base_dir=dataset_dir or None)
+        logger.info(f"Using {len(items)} cases from datalist {datalist} ({', '.join(keys)}).")
+    elif dataset_dir:
+        folder = Path(dataset_dir)
+        if not folder.is_dir():
+            raise DatalistError(f"dataset_dir {folder} is not a folder")
+        if (folder / "dataset.json").is_file():
+            items = load_datalist(folder / "dataset.json", keys, base_dir=folder)
+            logger.info(f"Using {len(items)} cases from {folder / 'dataset.json'} ({', '.join(keys)}).")
+        else:
+            items = [{"image": str(p)} for p in find_nifti(folder)]
+            logger.info(f"Using {len(items)} NIfTI images found under {folder} (no datalist given).")
+    else:
+        folder = ensure_phantom_dataset(phantom_dir, num_cases=num_phantoms, num_validation=num_phantom_validation)
+        items = load_datalist(folder / "dataset.json", keys)
+        logger.info(
+            f"No dataset configured (dataset_dir and datalist are empty): using {len(items)} embedded synthetic "
+            f"CT phantoms from {folder}. Set dataset_dir or datalist to train on real data."
+        )
+    if not items:
+        raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")
+    return items

@@ -1,0 +1,156 @@
+"""Atomic training checkpoints and resume-from-newest.
+
+MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a run killed mid-write can leave a
+truncated newest checkpoint, and Ignite's ``Checkpoint`` removes a same-named file before rewriting
+it. Here every checkpoint is written to a temporary file in the same folder, flushed, and renamed over
+its final name (``os.replace`` is atomic on POSIX), so the newest file is always a complete one.
+Restarting the same command finds it and continues from its iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint_{iteration}.pt"
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised process group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file next to ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of every ``checkpoint_<iteration>.pt`` in ``directory``, oldest first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest iteration in ``directory``, or None."""
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def _state_dict(obj: Any) -> Any:
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        obj = obj.module
+    return obj.state_dict()
+
+
+class AtomicCheckpointSaver:
+    """Save ``save_dict`` every ``interval`` iterations and at the end of training, atomically.
+
+    Args:
+        save_dir: folder for ``checkpoint_<iteration>.pt`` files.
+        save_dict: objects with ``state_dict()`` (model, optimizer, lr_scheduler, the trainer itself
+            for epoch/iteration); DDP/DataParallel models are unwrapped.
+        interval: iterations between checkpoints.
+        n_saved: newest checkpoints kept; older ones are deleted after a new one is complete
+            (``None`` keeps all).
+        save_final: also save when the run completes (unless that iteration was just saved).
+    """
+
+    def __init__(
+        self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 100, n_saved: int | None = 2, save_final: bool = True
+    ) -> None:
+        if interval < 1:
+            raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
+        if n_saved is not None and n_saved < 1:
+            raise ValueError(f"n_saved must be >= 1 or None, got {n_saved}")
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.interval = interval
+        self.n_saved = n_saved
+        self.save_final = save_final
+        self.last_saved_iteration: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
+        if self.save_final:
+            engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> Path | None:
+        iteration = engine.state.iteration
+        if not is_main_process() or iteration == self.last_saved_iteration:
+            return None
+        path = self.save_dir / CHECKPOINT_NAME.format(iteration=iteration)
+        atomic_torch_save({k: _state_dict(v) for k, v in self.save_dict.items()}, path)
+        self.last_saved_iteration = iteration
+        logger.info(f"Saved checkpoint {path}")
+        if self.n_saved is not None:
+            for _, old in list_checkpoints(self.save_dir)[: -self.n_saved]:
+                old.unlink(missing_ok=True)
+        return path
+
+
+class ResumeFromLatest:
+    """At the start of a run, load the newest checkpoint in ``checkpoint_dir`` (if any) into
+    ``load_dict`` -- model, optimizer, scheduler and trainer state -- so training continues from its
+    iteration. Uses MONAI's ``CheckpointLoader`` (it keeps the configured ``max_epochs``).
+
+    Args:
+        checkpoint_dir: folder written by :class:`AtomicCheckpointSaver`.
+        load_dict: the same objects as the saver's ``save_dict``.
+        map_location: device mapping for ``torch.load`` (e.g. the training device).
+        enabled: ``False`` starts from scratch; it refuses to start if ``checkpoint_dir`` already
+            holds checkpoints, since the new run would prune them (nothing written is lost silently).
+    """
+
+    def __init__(self, checkpoint_dir: str, load_dict: Mapping[str, Any], map_location: Any = None, enabled: bool = True) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+        self.enabled = enabled
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.checkpoint_dir)
+        if not self.enabled:
+            if path is not None:
+                raise FileExistsError(
+                    f"resume is disabled but {self.checkpoint_dir} holds checkpoints of an earlier run (newest: {path.name}); "
+                    "set another checkpoint_dir, move them away, or enable resume"
+                )
+            return
+        if path is None:
+            logger.info(f"No checkpoint in {self.checkpoint_dir}: starting from iteration 0.")
+            return
+        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location)(engine)
+        logger.info(f"Resumed from {path} at iteration {engine.state.iteration} (epoch {engine.state.epoch}).")

@@ -1,0 +1,123 @@
+"""TensorBoard output for masked image modelling: reconstruction panels and extra scalars.
+
+MONAI's ``TensorBoardImageHandler`` draws one image, one label and one output with fixed tags; a
+masked-modelling step has four things worth seeing side by side (original, masked input, mask,
+reconstruction), and the mask lives in the packed target, so this draws one panel per view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.utils import CommonKeys
+
+from common.handlers.checkpoint import is_main_process
+from common.losses.masked_reconstruction import unpack_target
+
+logger = logging.getLogger(__name__)
+
+
+def _writer(log_dir: str):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=log_dir)
+
+
+def reconstruction_panel(image: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, axis: int) -> np.ndarray:
+    """Central slices of one sample along spatial ``axis`` (0, 1, 2), side by side.
+
+    Args:
+        image, masked, pred: ``(C, D, H, W)`` (channel 0 is drawn); mask: ``(1, D, H, W)``.
+    Returns:
+        ``(1, rows, 4 * cols)`` float32 in [0, 1]: original | masked input | mask | reconstruction,
+        intensities scaled to the original's range.
+    """
+    idx = image.shape[axis + 1] // 2
+    take = lambda t: t[0].float().select(axis, idx).detach().cpu().numpy()  # noqa: E731
+    orig, mskd, m, rec = take(image), take(masked), take(mask), take(pred)
+    lo, hi = float(orig.min()), float(orig.max())
+    scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-6), 0.0, 1.0)  # noqa: E731
+    return np.concatenate([scale(orig), scale(mskd), m.astype(np.float32), scale(rec)], axis=1)[None].astype(np.float32)
+
+
+class ReconstructionImageHandler:
+    """Every ``interval`` iterations, write panels (original | masked | mask | reconstruction) of
+    the first sample's central axial, coronal and sagittal slices to TensorBoard.
+
+    Reads the trainer output produced with :class:`common.engines.MaskedImageBatch`: ``image`` is the
+    masked input, ``label`` the packed target, ``pred`` the reconstruction.
+    """
+
+    def __init__(self, log_dir: str, interval: int = 100) -> None:
+        self.log_dir = log_dir
+        self.interval = interval
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        out = engine.state.output
+        image, mask = unpack_target(out[CommonKeys.LABEL][:1])
+        masked, pred = out[CommonKeys.IMAGE][:1], out[CommonKeys.PRED][:1]
+        if self._writer is None:
+            self._writer = _writer(self.log_dir)
+        for axis, view in zip((2, 1, 0), ("axial", "coronal", "sagittal")):
+            panel = reconstruction_panel(image[0], masked[0], mask[0], pred[0], axis)
+            self._writer.add_image(f"reconstruction/{view}", panel, engine.state.iteration)
+        self._writer.flush()
+
+    def close(self, engine: Engine | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class ScalarsHandler:
+    """Write named scalars computed from the engine to TensorBoard every ``interval`` iterations, and
+    log them once per epoch.
+
+    Args:
+        log_dir: TensorBoard folder.
+        scalars: ``name -> f(engine) -> float``, e.g. ``{"lr": lambda e: optimizer.param_groups[0]["lr"]}``.
+        interval: iterations between TensorBoard points.
+    """
+
+    def __init__(self, log_dir: str, scalars: Mapping[str, Callable[[Engine], float]], interval: int = 1) -> None:
+        self.log_dir = log_dir
+        self.scalars = dict(scalars)
+        self.interval = interval
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.write)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.log)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+
+    def values(self, engine: Engine) -> dict[str, float]:
+        return {name: float(f(engine)) for name, f in self.scalars.items()}
+
+    def write(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        if self._writer is None:
+            self._writer = _writer(self.log_dir)
+        for name, value in self.values(engine).items():
+            self._writer.add_scalar(name, value, engine.state.iteration)
+
+    def log(self, engine: Engine) -> None:
+        if is_main_process():
+            text = ", ".join(f"{k}: {v:.4g}" for k, v in self.values(engine).items())
+            logger.info(f"Epoch {engine.state.epoch} (iteration {engine.state.iteration}): {text}")
+
+    def close(self, engine: Engine | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

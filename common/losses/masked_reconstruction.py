@@ -1,0 +1,77 @@
+"""L1 reconstruction loss restricted to masked voxels (SubFore, seed 000).
+
+MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, target)``. For masked image modelling the
+target must carry the mask too, so the batch preparer packs them along the channel axis:
+``target = cat([original_image, voxel_mask], dim=1)`` of shape ``(B, C + 1, D, H, W)``. This keeps the
+standard engine (AMP, DDP, gradient accumulation) untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Reduction = Literal["subvolume", "voxel"]
+
+
+def pack_target(images: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C, ...)`` image and ``(B, 1, ...)`` mask -> ``(B, C + 1, ...)`` target."""
+    return torch.cat([images, voxel_mask.to(images.dtype)], dim=1)
+
+
+def unpack_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_target`: ``(B, C + 1, ...)`` -> image ``(B, C, ...)``, bool mask ``(B, 1, ...)``."""
+    return target[:, :-1], target[:, -1:] > 0.5
+
+
+def masked_l1(
+    pred: torch.Tensor, images: torch.Tensor, voxel_mask: torch.Tensor, subvolume_size: int, reduction: Reduction
+) -> torch.Tensor:
+    """L1 between ``pred`` and ``images`` over masked voxels only.
+
+    Args:
+        pred, images: ``(B, C, D, H, W)``.
+        voxel_mask: ``(B, 1, D, H, W)`` bool, constant on each ``s^3`` subvolume.
+        subvolume_size: ``s``.
+        reduction: ``"subvolume"`` (reference behaviour): mean L1 of each masked subvolume, averaged
+            over the masked subvolumes of each sample, then over the samples that have any;
+            ``"voxel"``: one mean over every masked voxel of the batch (samples with more masked
+            subvolumes weigh more). They coincide when every sample masks the same number.
+    Returns:
+        scalar loss; ``0`` (still attached to the graph) when nothing is masked.
+    """
+    if pred.shape != images.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match target shape {tuple(images.shape)}")
+    err = (pred.float() - images.float()).abs().mean(dim=1)  # (B, D, H, W), channel-averaged
+    mask = voxel_mask[:, 0]
+    if reduction == "voxel":
+        n = mask.sum()
+        return (err * mask).sum() / n.clamp(min=1)
+    if reduction != "subvolume":
+        raise ValueError(f"reduction must be 'subvolume' or 'voxel', got {reduction!r}")
+    s = subvolume_size
+    b, d, h, w = err.shape
+    per_sub = err.reshape(b, d // s, s, h // s, s, w // s, s).mean(dim=(2, 4, 6)).reshape(b, -1)  # (B, G)
+    sub_mask = mask.reshape(b, d // s, s, h // s, s, w // s, s)[:, :, 0, :, 0, :, 0].reshape(b, -1).float()
+    n_per_sample = sub_mask.sum(dim=1)  # (B,)
+    per_sample = (per_sub * sub_mask).sum(dim=1) / n_per_sample.clamp(min=1)
+    has_mask = (n_per_sample > 0).float()
+    return (per_sample * has_mask).sum() / has_mask.sum().clamp(min=1)
+
+
+class MaskedReconstructionLoss(nn.Module):
+    """``loss(pred, packed_target)`` for MONAI trainers; see :func:`masked_l1` for the reductions."""
+
+    def __init__(self, subvolume_size: int = 16, reduction: Reduction = "subvolume") -> None:
+        super().__init__()
+        if reduction not in ("subvolume", "voxel"):
+            raise ValueError(f"reduction must be 'subvolume' or 'voxel', got {reduction!r}")
+        self.subvolume_size = int(subvolume_size)
+        self.reduction: Reduction = reduction
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``pred`` ``(B, C, D, H, W)``, ``target`` ``(B, C + 1, D, H, W)`` from :func:`pack_target`."""
+        images, voxel_mask = unpack_target(target)
+        return masked_l1(pred, images, voxel_mask, self.subvolume_size, self.reduction)
