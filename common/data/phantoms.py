@@ -246,9 +246,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SSL3D_CACHE_DIR", Path.home() / ".cache" / "ssl3d")).expanduser()
 
 
-def _dataset_name(num_cases: int, seed: int) -> str:
-    key = hashlib.sha1(f"v{GENERATOR_VERSION}-{num_cases}-{seed}".encode()).hexdigest()[:8]
-    return f"ct_phantoms_v{GENERATOR_VERSION}_n{num_cases}_s{seed}_{key}"
+def _dataset_name(num_cases: int, num_validation: int, seed: int) -> str:
+    key = hashlib.sha1(f"v{GENERATOR_VERSION}-{num_cases}-{num_validation}-{seed}".encode()).hexdigest()[:8]
+    return f"ct_phantoms_v{GENERATOR_VERSION}_n{num_cases}_v{num_validation}_s{seed}_{key}"
 
 
 def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int = 16, num_validation: int = 4, seed: int = 0) -> Path:
@@ -262,7 +262,7 @@ def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int
     if num_cases < 1 or not 0 <= num_validation < num_cases:
         raise ValueError(f"need num_cases >= 1 and 0 <= num_validation < num_cases, got {num_cases}, {num_validation}")
     root = Path(root) if root else default_cache_dir()
-    target = root / _dataset_name(num_cases, seed)
+    target = root / _dataset_name(num_cases, num_validation, seed)
     if (target / "dataset.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)

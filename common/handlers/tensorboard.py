@@ -7,6 +7,7 @@ reconstruction), and the mask lives in the packed target, so this draws one pane
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable, Mapping
 
@@ -21,10 +22,24 @@ from common.losses.masked_reconstruction import unpack_target
 logger = logging.getLogger(__name__)
 
 
-def _writer(log_dir: str):
+_WRITERS: dict[str, object] = {}
+
+
+def shared_writer(log_dir: str):
+    """One ``SummaryWriter`` per folder and process, shared by every handler writing there (one
+    event file per run instead of one per handler); closed at interpreter exit."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=log_dir)
+    if log_dir not in _WRITERS:
+        _WRITERS[log_dir] = SummaryWriter(log_dir=log_dir)
+    return _WRITERS[log_dir]
+
+
+@atexit.register
+def _close_writers() -> None:
+    for w in _WRITERS.values():
+        w.close()
+    _WRITERS.clear()
 
 
 def reconstruction_panel(image: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, axis: int) -> np.ndarray:
@@ -55,11 +70,9 @@ class ReconstructionImageHandler:
     def __init__(self, log_dir: str, interval: int = 100) -> None:
         self.log_dir = log_dir
         self.interval = interval
-        self._writer = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self.close)
 
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():
@@ -67,17 +80,11 @@ class ReconstructionImageHandler:
         out = engine.state.output
         image, mask = unpack_target(out[CommonKeys.LABEL][:1])
         masked, pred = out[CommonKeys.IMAGE][:1], out[CommonKeys.PRED][:1]
-        if self._writer is None:
-            self._writer = _writer(self.log_dir)
+        writer = shared_writer(self.log_dir)
         for axis, view in zip((2, 1, 0), ("axial", "coronal", "sagittal")):
             panel = reconstruction_panel(image[0], masked[0], mask[0], pred[0], axis)
-            self._writer.add_image(f"reconstruction/{view}", panel, engine.state.iteration)
-        self._writer.flush()
-
-    def close(self, engine: Engine | None = None) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer.add_image(f"reconstruction/{view}", panel, engine.state.iteration)
+        writer.flush()
 
 
 class ScalarsHandler:
@@ -94,12 +101,10 @@ class ScalarsHandler:
         self.log_dir = log_dir
         self.scalars = dict(scalars)
         self.interval = interval
-        self._writer = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.write)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.log)
-        engine.add_event_handler(Events.COMPLETED, self.close)
 
     def values(self, engine: Engine) -> dict[str, float]:
         return {name: float(f(engine)) for name, f in self.scalars.items()}
@@ -107,17 +112,12 @@ class ScalarsHandler:
     def write(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        if self._writer is None:
-            self._writer = _writer(self.log_dir)
+        writer = shared_writer(self.log_dir)
         for name, value in self.values(engine).items():
-            self._writer.add_scalar(name, value, engine.state.iteration)
+            writer.add_scalar(name, value, engine.state.iteration)
 
     def log(self, engine: Engine) -> None:
         if is_main_process():
             text = ", ".join(f"{k}: {v:.4g}" for k, v in self.values(engine).items())
             logger.info(f"Epoch {engine.state.epoch} (iteration {engine.state.iteration}): {text}")
-
-    def close(self, engine: Engine | None = None) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            shared_writer(self.log_dir).flush()

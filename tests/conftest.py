@@ -1,0 +1,62 @@
+"""Shared fixtures: repository paths, a small phantom dataset, real-data locations, bundle runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+BUNDLES = REPO / "bundles"
+
+#: Overrides that shrink SubFore to a CPU-sized network and ROI (the configs keep the paper settings).
+TINY_SUBFORE = {
+    "feature_size": 12,
+    "network_def#depths": [1, 1, 1, 1],
+    "network_def#window_size": 4,
+    "roi_size": [64, 64, 64],
+    "batch_size": 2,
+    "num_workers": 0,
+    "learning_rate": 0.002,
+    "warmup_steps": 1,
+    "log_interval": 1,
+}
+
+
+def real_data(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the test when it is absent (a user's fresh clone)."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A folder holding a small phantom dataset (5 cases: 4 training, 1 validation)."""
+    from common.data import ensure_phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantoms")
+    ensure_phantom_dataset(root, num_cases=5, num_validation=1)
+    return root
+
+
+def run_bundle(
+    config_files: list[Path], overrides: dict, cwd: Path = REPO, env: dict | None = None, timeout: int = 600, torchrun: int = 0
+) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run`` (or torchrun with ``torchrun`` processes) and return the result."""
+    files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
+    args = []
+    for k, v in overrides.items():
+        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+    launcher = [sys.executable, "-m"]
+    if torchrun:
+        launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", "--master_port=29517", "-m"]
+    cmd = launcher + ["monai.bundle", "run", "--config_file", files] + args
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,97 @@
+"""Atomic checkpoints, pruning, resume from the newest, export of encoder weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.networks.nets import SwinUNETR
+
+from common.handlers import AtomicCheckpointSaver, PretrainedWeightsExporter, ResumeFromLatest, atomic_torch_save, latest_checkpoint, list_checkpoints
+from common.networks import encoder_state_dict
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("boom while writing")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"a": torch.ones(3)}, path)
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_torch_save({"a": Unpicklable()}, path)
+    assert torch.equal(torch.load(path)["a"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "temporary file left behind"
+
+
+def make_training(steps_per_epoch: int = 5):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3)
+
+    def step(engine, batch):
+        opt.zero_grad()
+        loss = model(batch).pow(2).mean()
+        loss.backward()
+        opt.step()
+        sched.step()
+        return loss.item()
+
+    engine = Engine(step)
+    data = [torch.randn(4, 3) for _ in range(steps_per_epoch)]
+    return engine, data, {"model": model, "optimizer": opt, "lr_scheduler": sched, "trainer": engine}
+
+
+def test_saver_interval_pruning_and_resume(tmp_path):
+    engine, data, objs = make_training()
+    AtomicCheckpointSaver(str(tmp_path), objs, interval=3, n_saved=2).attach(engine)
+    engine.run(data, max_epochs=2)  # 10 iterations: saves at 3, 6, 9 and the final 10
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [9, 10]
+    assert latest_checkpoint(tmp_path).name == "checkpoint_10.pt"
+    final_weight = objs["model"].weight.detach().clone()
+
+    # a fresh process: new objects, resumed from the newest checkpoint, trained to 4 epochs
+    engine2, data2, objs2 = make_training()
+    ResumeFromLatest(str(tmp_path), objs2).attach(engine2)
+    seen = []
+    engine2.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.iteration))
+    resumed_weight = {}
+    engine2.add_event_handler(Events.STARTED, lambda e: resumed_weight.setdefault("w", objs2["model"].weight.detach().clone()))
+    engine2.run(data2, max_epochs=4)
+    assert torch.equal(resumed_weight["w"], final_weight)
+    assert seen[0] == 11 and engine2.state.iteration == 20, "continued after iteration 10, not from 0"
+    assert objs2["lr_scheduler"].last_epoch == 20
+
+
+def test_disabled_resume_refuses_to_overwrite_an_earlier_run(tmp_path):
+    engine, data, objs = make_training()
+    AtomicCheckpointSaver(str(tmp_path), objs, interval=5).attach(engine)
+    engine.run(data, max_epochs=1)
+    engine2, data2, objs2 = make_training()
+    ResumeFromLatest(str(tmp_path), objs2, enabled=False).attach(engine2)
+    with pytest.raises(FileExistsError, match="checkpoint_5.pt"):
+        engine2.run(data2, max_epochs=1)
+
+
+def test_encoder_export_matches_downstream_swinunetr_keys(tmp_path):
+    pretrain = SwinUNETR(in_channels=1, out_channels=1, feature_size=12, depths=(1, 1, 1, 1), window_size=4, use_v2=True)
+    engine = Engine(lambda e, b: None)
+    PretrainedWeightsExporter(pretrain, str(tmp_path), preprocessing={"intensity_range": [0.1, 1.0]}).attach(engine)
+    engine.run([0], max_epochs=1)
+    encoder = torch.load(tmp_path / "encoder.pt")
+    info = json.loads((tmp_path / "encoder.json").read_text())
+    assert info["network"] == "SwinUNETR" and info["num_encoder_tensors"] == len(encoder) == len(encoder_state_dict(pretrain))
+    assert info["preprocessing"]["intensity_range"] == [0.1, 1.0]
+    assert not any(k.startswith(("decoder", "out.")) for k in encoder)
+    # a 14-class downstream SwinUNETR takes every encoder tensor, same name and shape
+    downstream = SwinUNETR(in_channels=1, out_channels=14, feature_size=12, depths=(1, 1, 1, 1), window_size=4, use_v2=True)
+    target = downstream.state_dict()
+    assert all(k in target and target[k].shape == v.shape for k, v in encoder.items())
+    missing, unexpected = downstream.load_state_dict(encoder, strict=False)
+    assert not unexpected and len(missing) == len(target) - len(encoder)
+    full = torch.load(tmp_path / "model.pt")
+    assert set(full) == set(pretrain.state_dict())
