@@ -1,0 +1,57 @@
+"""The bundle's config files parse, hold the paper settings, and build both networks."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from monai.bundle import ConfigParser
+
+from common.networks import encoder_state_dict
+from conftest import BUNDLES
+
+CONFIGS = BUNDLES / "subfore_pretrain" / "configs"
+METADATA_FIELDS = [
+    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+    "task", "description", "authors", "copyright", "network_data_format", "name", "intended_use", "references",
+]
+
+
+def parser_for(*names: str, **overrides) -> ConfigParser:
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / n) for n in names])
+    p.update(overrides)
+    return p
+
+
+def test_train_json_keeps_the_seed_settings():
+    p = parser_for("train.json")
+    expected = {
+        "pixdim": [1.5, 1.5, 1.5], "hu_window": [-175.0, 250.0], "intensity_range": [0.1, 1.0], "roi_size": [96, 96, 96],
+        "subvolume_size": 16, "mask_ratio": 0.6, "foreground_hu": -132.0, "learning_rate": 1e-4, "weight_decay": 1e-2,
+        "warmup_steps": 100, "num_steps": 1600, "batch_size": 4, "feature_size": 48,
+    }
+    assert {k: p[k] for k in expected} == expected
+    assert p["network_def"]["_target_"] == "SwinUNETR" and p["network_def"]["use_v2"] is True
+    optim = p.get_parsed_content("optimizer")
+    assert isinstance(optim, torch.optim.AdamW) and optim.defaults["weight_decay"] == 0.01
+    masker = p.get_parsed_content("masker")
+    assert abs(masker.threshold - (0.1 + 43 / 425 * 0.9)) < 1e-9
+
+
+def test_unetr_overlay_builds_and_exports_its_encoder():
+    p = parser_for("train.json", "unetr.json", roi_size=[32, 32, 32])
+    p["network_def"].update(hidden_size=96, mlp_dim=192, num_heads=4, feature_size=8)
+    net = p.get_parsed_content("network_def")
+    assert type(net).__name__ == "UNETR"
+    assert net(torch.rand(1, 1, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
+    keys = encoder_state_dict(net)
+    assert keys and all(k.startswith(("vit.", "encoder")) for k in keys)
+
+
+def test_metadata_has_the_model_zoo_fields():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert [f for f in METADATA_FIELDS if f not in meta] == []
+    assert meta["name"] == "subfore_pretrain" and meta["version"] in meta["changelog"]
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["spatial_shape"] == [96, 96, 96] and image["value_range"] == [0.1, 1.0]
