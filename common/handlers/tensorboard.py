@@ -48,14 +48,16 @@ def reconstruction_panel(image: torch.Tensor, masked: torch.Tensor, mask: torch.
     Args:
         image, masked, pred: ``(C, D, H, W)`` (channel 0 is drawn); mask: ``(1, D, H, W)``.
     Returns:
-        ``(1, rows, 4 * cols)`` float32 in [0, 1]: original | masked input | mask | reconstruction,
-        intensities scaled to the original's range.
+        ``(1, rows, 4 * cols)`` float32 in [0, 1]: original | masked input | mask | reconstruction
+        (prediction inside the mask, original outside: the loss only trains masked voxels, as in
+        MAE-style figures), intensities scaled to the original's range.
     """
     idx = image.shape[axis + 1] // 2
     take = lambda t: t[0].float().select(axis, idx).detach().cpu().numpy()  # noqa: E731
     orig, mskd, m, rec = take(image), take(masked), take(mask), take(pred)
     lo, hi = float(orig.min()), float(orig.max())
     scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-6), 0.0, 1.0)  # noqa: E731
+    rec = np.where(m > 0.5, rec, orig)
     return np.concatenate([scale(orig), scale(mskd), m.astype(np.float32), scale(rec)], axis=1)[None].astype(np.float32)
 
 

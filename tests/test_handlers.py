@@ -1,8 +1,10 @@
-"""Atomic checkpoints, pruning, resume from the newest, export of encoder weights."""
+"""Handlers: atomic checkpoints, pruning, resume from the newest, encoder export, TensorBoard panels."""
 
 from __future__ import annotations
 
 import json
+
+import numpy as np
 
 import pytest
 import torch
@@ -95,3 +97,17 @@ def test_encoder_export_matches_downstream_swinunetr_keys(tmp_path):
     assert not unexpected and len(missing) == len(target) - len(encoder)
     full = torch.load(tmp_path / "model.pt")
     assert set(full) == set(pretrain.state_dict())
+
+
+def test_reconstruction_panel_shows_prediction_only_inside_the_mask():
+    from common.handlers.tensorboard import reconstruction_panel
+
+    image = torch.linspace(0.1, 1.0, 16 * 16 * 16).reshape(1, 16, 16, 16)
+    mask = torch.zeros(1, 16, 16, 16, dtype=torch.bool)
+    mask[:, :, :8] = True
+    pred = torch.full_like(image, 0.1)
+    panel = reconstruction_panel(image, torch.where(mask, 0.0, image), mask, pred, axis=2)
+    assert panel.shape == (1, 16, 64) and panel.min() >= 0 and panel.max() <= 1
+    orig, masked_in, m, rec = np.split(panel[0], 4, axis=1)
+    assert np.array_equal(m > 0.5, mask[0, :, :, 8].numpy())
+    assert np.allclose(rec[~(m > 0.5)], orig[~(m > 0.5)]) and not np.allclose(rec[m > 0.5], orig[m > 0.5])
