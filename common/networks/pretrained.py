@@ -1,0 +1,98 @@
+"""Load pretrained weights into a (downstream) network, with an honest report.
+
+Accepts what this collection writes and what users usually have:
+
+- ``models/encoder.pt`` / ``models/model.pt`` from a pretraining bundle (plain ``state_dict``);
+- a training checkpoint (``{"model": state_dict, "optimizer": ..., ...}``);
+- a raw SwinUNETR/UNETR ``state_dict``, also wrapped as ``{"state_dict": ...}`` or ``{"network": ...}``
+  and with DDP's ``module.`` prefix.
+
+Tensors are matched by name and shape (MONAI's ``copy_model_state``). Tensors whose shape differs
+(e.g. a 4-channel first convolution against 1-channel weights, or another output head) are skipped
+and reported. Loading nothing is an error: that is always a wrong file or a wrong architecture, never
+something to train through silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from monai.networks.utils import copy_model_state
+from torch import nn
+
+from common.networks.weights import unwrap
+
+logger = logging.getLogger(__name__)
+
+_WRAPPER_KEYS = ("state_dict", "model", "network", "model_state_dict")
+
+
+class PretrainedLoadError(ValueError):
+    """The weights file cannot initialise the network; the message names the file."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did. Each list holds parameter/buffer names of the target."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    skipped_shape: list[str] = field(default_factory=list)  # name in both, shapes differ
+    unused: list[str] = field(default_factory=list)  # in the file, not in the network
+    missing: list[str] = field(default_factory=list)  # in the network, not loaded
+
+    def summary(self) -> str:
+        return (
+            f"{self.path}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} with another shape, "
+            f"{len(self.unused)} unused from the file, {len(self.missing)} network tensors left at initialisation"
+        )
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weights file and unwrap it to a flat ``name -> tensor`` dict without ``module.`` prefixes."""
+    if not os.path.isfile(path):
+        raise PretrainedLoadError(f"pretrained weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, not a torch file
+        raise PretrainedLoadError(f"cannot read pretrained weights {path}: {type(e).__name__}: {e}") from e
+    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in _WRAPPER_KEYS if k in obj), None)
+        if key is None:
+            raise PretrainedLoadError(f"{path} holds no tensors at the top level nor under {list(_WRAPPER_KEYS)} (keys: {sorted(obj)[:10]})")
+        obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise PretrainedLoadError(f"{path} does not hold a state_dict (got {type(obj).__name__})")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Copy every tensor of ``path`` whose name and shape match ``network`` into it (in place).
+
+    Returns:
+        a :class:`LoadReport`, also logged.
+    Raises:
+        PretrainedLoadError: unreadable file, or not a single tensor matched.
+    """
+    net = unwrap(network)
+    source = read_state_dict(path)
+    target = net.state_dict()
+    report = LoadReport(path=str(path))
+    report.skipped_shape = sorted(k for k, v in source.items() if k in target and target[k].shape != v.shape)
+    report.unused = sorted(k for k in source if k not in target)
+    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not matching:
+        raise PretrainedLoadError(
+            f"no tensor of {path} matches {type(net).__name__} by name and shape "
+            f"({len(source)} in the file, {len(report.skipped_shape)} with another shape; file keys start with "
+            f"{sorted({k.split('.')[0] for k in source})[:8]}, network keys with {sorted({k.split('.')[0] for k in target})[:8]})"
+        )
+    _, report.loaded, _ = copy_model_state(net, matching, inplace=True)
+    report.loaded = sorted(report.loaded)
+    report.missing = sorted(set(target) - set(report.loaded))
+    logger.info(report.summary())
+    return report
