@@ -150,7 +150,6 @@ def generate_case(seed: int, index: int) -> PhantomCase:
     r_body = (x / a) ** 2 + ((y - cy) / b) ** 2
     body = r_body <= 1.0
     fat_mm, wall_mm = rng.uniform(8, 25), rng.uniform(6, 12)
-    mean_ab = (a + b) / 2
     r_muscle = (x / (a - fat_mm)) ** 2 + ((y - cy) / (b - fat_mm)) ** 2
     r_visc = (x / (a - fat_mm - wall_mm)) ** 2 + ((y - cy) / (b - fat_mm - wall_mm)) ** 2
     image = np.full(shape, HU_AIR, dtype=np.float32)
@@ -160,7 +159,6 @@ def generate_case(seed: int, index: int) -> PhantomCase:
     image[visceral] = HU_VISCERAL
     body = np.broadcast_to(body, shape)
     label = np.zeros(shape, dtype=np.uint8)
-    del mean_ab
 
     a_in = float(np.mean(a)) - fat_mm - wall_mm  # inner cavity semi-axes (scalars) for organ placement
     b_in = float(np.mean(b)) - fat_mm - wall_mm
