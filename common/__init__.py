@@ -10,6 +10,7 @@ per module:
 - :mod:`common.engines`: pieces for MONAI's ``SupervisedTrainer`` (masked batch preparation).
 - :mod:`common.handlers`: atomic checkpoints/resume, weight export, TensorBoard output.
 - :mod:`common.networks`: encoder definitions for exporting/loading pretrained weights.
+- :mod:`common.io`: atomic file writes (checkpoints, weights, JSON).
 - :mod:`common.paths`: locating a bundle's folder from any working directory.
 
 Subpackages are imported on first use (``import common.masking``) to keep ``import common`` cheap.

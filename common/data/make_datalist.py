@@ -18,7 +18,6 @@ Paths are written relative to the output file's folder when they are below it, e
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import fire
 
 from common.data.datalist import DatalistError, find_nifti
+from common.io import atomic_write_text
 
 _TAGS = re.compile(r"(_0000$|^(img|image|label|labels|seg)[_-]?|[_-](seg|label|labels|mask|gt)([_-].*)?$)", re.IGNORECASE)
 
@@ -116,10 +116,7 @@ def main(
     if out.exists() and not overwrite:
         raise DatalistError(f"{out} exists; pass --overwrite to replace it")
     content = build_datalist(images_dir, labels_dir, str(out), num_folds, num_validation, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(content, indent=2))
     print(f"wrote {out}: {len(content['training'])} training, {len(content['validation'])} validation cases")
 
 

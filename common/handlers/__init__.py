@@ -3,11 +3,11 @@
 from common.handlers.checkpoint import (
     AtomicCheckpointSaver,
     ResumeFromLatest,
-    atomic_torch_save,
     is_main_process,
     latest_checkpoint,
     list_checkpoints,
 )
+from common.io import atomic_torch_save
 from common.handlers.export import PretrainedWeightsExporter
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
 

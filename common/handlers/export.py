@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
 from torch import nn
 
-from common.handlers.checkpoint import atomic_torch_save, is_main_process
+from common.handlers.checkpoint import is_main_process
+from common.io import atomic_torch_save, atomic_write_text
 from common.networks.weights import encoder_state_dict, unwrap
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,7 @@ class PretrainedWeightsExporter:
             "iteration": engine.state.iteration if engine is not None else None,
             "preprocessing": self.preprocessing,
         }
-        tmp = self.models_dir / (self.encoder_filename + ".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, self.models_dir / Path(self.encoder_filename).with_suffix(".json"))
+        atomic_write_text(self.models_dir / Path(self.encoder_filename).with_suffix(".json"), json.dumps(info, indent=2))
         logger.info(
             f"Exported {self.models_dir / self.model_filename} and {self.models_dir / self.encoder_filename} "
             f"({len(encoder)} encoder tensors of {type(net).__name__})."

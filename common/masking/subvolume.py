@@ -96,7 +96,9 @@ class SubvolumeForegroundMasker:
         fill: what masked voxels are replaced with: ``"noise"`` (N(0, 1), default) or ``"zeros"``.
 
     The masker keeps running counts (``num_samples``, ``num_fallback``, ``num_foreground``,
-    ``num_masked``) so a handler can report how often the no-foreground fallback fired.
+    ``num_masked``) so a handler can report how often the no-foreground fallback fired. They are
+    accumulated on the batch's device and only read back when asked for, so masking adds no
+    host-device synchronisation to a training step.
     """
 
     def __init__(
@@ -125,9 +127,25 @@ class SubvolumeForegroundMasker:
     def reset_stats(self) -> None:
         """Zero the running counters."""
         self.num_samples = 0
-        self.num_fallback = 0
-        self.num_foreground = 0
-        self.num_masked = 0
+        self._counts: torch.Tensor | None = None  # (fallback, foreground, masked) on the batch device
+
+    def _count(self, i: int) -> int:
+        return 0 if self._counts is None else int(self._counts[i])
+
+    @property
+    def num_fallback(self) -> int:
+        """Samples that had no foreground subvolume."""
+        return self._count(0)
+
+    @property
+    def num_foreground(self) -> int:
+        """Foreground subvolumes seen."""
+        return self._count(1)
+
+    @property
+    def num_masked(self) -> int:
+        """Subvolumes masked."""
+        return self._count(2)
 
     @property
     def fallback_rate(self) -> float:
@@ -158,9 +176,8 @@ class SubvolumeForegroundMasker:
             flat_mask = rank < k[:, None]
         grid = flat_mask.reshape(foreground.shape)
         self.num_samples += b
-        self.num_fallback += int(fallback.sum())
-        self.num_foreground += int(flat_fg.sum())
-        self.num_masked += int(flat_mask.sum())
+        counts = torch.stack([fallback.sum(), flat_fg.sum(), flat_mask.sum()])
+        self._counts = counts if self._counts is None or self._counts.device != counts.device else self._counts + counts
         return SubvolumeMask(grid=grid, foreground=foreground, fallback=fallback, subvolume_size=self.subvolume_size)
 
     def apply(self, images: torch.Tensor, voxel_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
