@@ -20,12 +20,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.data.brats_phantoms import ensure_brats_phantom_dataset
 from common.data.phantoms import ensure_phantom_dataset
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FILE_KEYS = ("image", "label")
+PHANTOM_KINDS = {"ct": ensure_phantom_dataset, "brats": ensure_brats_phantom_dataset}
 
 
 class DatalistError(ValueError):
@@ -111,8 +113,13 @@ def resolve_cases(
     phantom_dir: str | os.PathLike | None = None,
     num_phantoms: int = 16,
     num_phantom_validation: int = 4,
+    phantom_kind: str = "ct",
 ) -> list[dict]:
-    """The cases a bundle should use (see the module docstring for the rules)."""
+    """The cases a bundle should use (see the module docstring for the rules).
+
+    ``phantom_kind`` picks the embedded default: ``"ct"`` (abdominal CT with the 13 BTCV organs) or
+    ``"brats"`` (4-sequence brain-tumour MRI, :mod:`common.data.brats_phantoms`).
+    """
     if datalist:
         items = load_datalist(datalist, keys, base_dir=dataset_dir or None)
         logger.info(f"Using {len(items)} cases from datalist {datalist} ({', '.join(keys)}).")
@@ -127,11 +134,13 @@ def resolve_cases(
             items = [{"image": str(p)} for p in find_nifti(folder)]
             logger.info(f"Using {len(items)} NIfTI images found under {folder} (no datalist given).")
     else:
-        folder = ensure_phantom_dataset(phantom_dir, num_cases=num_phantoms, num_validation=num_phantom_validation)
+        if phantom_kind not in PHANTOM_KINDS:
+            raise ValueError(f"phantom_kind must be one of {sorted(PHANTOM_KINDS)}, got {phantom_kind!r}")
+        folder = PHANTOM_KINDS[phantom_kind](phantom_dir, num_cases=num_phantoms, num_validation=num_phantom_validation)
         items = load_datalist(folder / "dataset.json", keys)
         logger.info(
             f"No dataset configured (dataset_dir and datalist are empty): using {len(items)} embedded synthetic "
-            f"CT phantoms from {folder}. Set dataset_dir or datalist to train on real data."
+            f"{phantom_kind} phantoms from {folder}. Set dataset_dir or datalist to train on real data."
         )
     if not items:
         raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,9 +227,9 @@ def generate_case(seed: int, index: int) -> PhantomCase:
 
 
 def to_nifti(array: np.ndarray, spacing: tuple[float, float, float], orientation: tuple[str, str, str]) -> nib.Nifti1Image:
-    """Wrap a RAS ``(X, Y, Z)`` array as NIfTI, reoriented to ``orientation`` (data and affine)."""
+    """Wrap a RAS ``(X, Y, Z[, C])`` array as NIfTI, reoriented to ``orientation`` (data and affine)."""
     affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -(np.asarray(array.shape) - 1) / 2 * np.asarray(spacing)
+    affine[:3, 3] = -(np.asarray(array.shape[:3]) - 1) / 2 * np.asarray(spacing)
     img = nib.Nifti1Image(array, affine)
     transform = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(orientation)
@@ -249,45 +250,20 @@ def _dataset_name(num_cases: int, num_validation: int, seed: int) -> str:
     return f"ct_phantoms_v{GENERATOR_VERSION}_n{num_cases}_v{num_validation}_s{seed}_{key}"
 
 
-def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int = 16, num_validation: int = 4, seed: int = 0) -> Path:
-    """Return the folder of a phantom dataset, generating it on first use.
+def cached_dataset(root: str | os.PathLike | None, name: str, build: Callable[[Path], dict]) -> Path:
+    """``root/name`` holding a generated dataset, built once by ``build(tmp_folder) -> dataset.json content``.
 
-    The folder holds ``imagesTr/``, ``labelsTr/`` and a Decathlon-style ``dataset.json`` whose
-    ``training`` list has ``num_cases - num_validation`` cases and ``validation`` the rest. It is
-    written to a temporary folder and renamed into place, so an interrupted or concurrent generation
-    never leaves a half-written dataset behind.
+    The dataset is written to a temporary folder and renamed into place, so an interrupted or
+    concurrent generation never leaves a half-written dataset behind.
     """
-    if num_cases < 1 or not 0 <= num_validation < num_cases:
-        raise ValueError(f"need num_cases >= 1 and 0 <= num_validation < num_cases, got {num_cases}, {num_validation}")
     root = Path(root) if root else default_cache_dir()
-    target = root / _dataset_name(num_cases, num_validation, seed)
+    target = root / name
     if (target / "dataset.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    logger.info(f"Generating {num_cases} synthetic CT phantoms (seed {seed}) into {target} (once; cached after).")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_phantoms_", dir=root))
     try:
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        items = []
-        for i in range(num_cases):
-            case = generate_case(seed, i)
-            name = f"phantom_{i:03d}.nii.gz"
-            nib.save(to_nifti(case.image, case.spacing, case.orientation), tmp / "imagesTr" / name)
-            nib.save(to_nifti(case.label, case.spacing, case.orientation), tmp / "labelsTr" / name)
-            items.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
-        n_train = num_cases - num_validation
-        manifest = {
-            "name": "ssl3d synthetic abdominal CT phantoms",
-            "description": "Deterministic synthetic CT in HU with the 13 BTCV organs (generated, not real patients).",
-            "modality": {"0": "CT"},
-            "labels": {str(k): v for k, v in BTCV_LABELS.items()},
-            "generator_version": GENERATOR_VERSION,
-            "seed": seed,
-            "numTraining": n_train,
-            "training": items[:n_train],
-            "validation": items[n_train:],
-        }
+        manifest = build(tmp)
         (tmp / "dataset.json").write_text(json.dumps(manifest, indent=2))
         try:
             os.replace(tmp, target)
@@ -298,3 +274,39 @@ def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int = 16, num_validation: int = 4, seed: int = 0) -> Path:
+    """Return the folder of a phantom CT dataset, generating it on first use (see :func:`cached_dataset`).
+
+    The folder holds ``imagesTr/``, ``labelsTr/`` and a Decathlon-style ``dataset.json`` whose
+    ``training`` list has ``num_cases - num_validation`` cases and ``validation`` the rest.
+    """
+    if num_cases < 1 or not 0 <= num_validation < num_cases:
+        raise ValueError(f"need num_cases >= 1 and 0 <= num_validation < num_cases, got {num_cases}, {num_validation}")
+
+    def build(tmp: Path) -> dict:
+        logger.info(f"Generating {num_cases} synthetic CT phantoms (seed {seed}) into {root or default_cache_dir()} (once; cached after).")
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        items = []
+        for i in range(num_cases):
+            case = generate_case(seed, i)
+            name = f"phantom_{i:03d}.nii.gz"
+            nib.save(to_nifti(case.image, case.spacing, case.orientation), tmp / "imagesTr" / name)
+            nib.save(to_nifti(case.label, case.spacing, case.orientation), tmp / "labelsTr" / name)
+            items.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
+        n_train = num_cases - num_validation
+        return {
+            "name": "ssl3d synthetic abdominal CT phantoms",
+            "description": "Deterministic synthetic CT in HU with the 13 BTCV organs (generated, not real patients).",
+            "modality": {"0": "CT"},
+            "labels": {str(k): v for k, v in BTCV_LABELS.items()},
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "numTraining": n_train,
+            "training": items[:n_train],
+            "validation": items[n_train:],
+        }
+
+    return cached_dataset(root, _dataset_name(num_cases, num_validation, seed), build)

@@ -7,16 +7,20 @@ from common.handlers.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
 )
+from common.handlers.best_model import BestModelSaver
+from common.handlers.segmentation_report import SegmentationReport
 from common.io import atomic_torch_save
 from common.handlers.export import PretrainedWeightsExporter
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BestModelSaver",
     "PretrainedWeightsExporter",
     "ReconstructionImageHandler",
     "ResumeFromLatest",
     "ScalarsHandler",
+    "SegmentationReport",
     "atomic_torch_save",
     "is_main_process",
     "latest_checkpoint",

@@ -62,14 +62,23 @@ class AtomicCheckpointSaver:
         save_dir: folder for ``checkpoint_<iteration>.pt`` files.
         save_dict: objects with ``state_dict()`` (model, optimizer, lr_scheduler, the trainer itself
             for epoch/iteration); DDP/DataParallel models are unwrapped.
-        interval: iterations between checkpoints.
+        interval: iterations (or epochs, see ``epoch_level``) between checkpoints.
         n_saved: newest checkpoints kept; older ones are deleted after a new one is complete
             (``None`` keeps all).
         save_final: also save when the run completes (unless that iteration was just saved).
+        epoch_level: count ``interval`` in epochs and save at epoch end, i.e. after a validation that
+            runs on the same event (attach the saver after the validation handler), so a resumed run
+            does not skip it.
     """
 
     def __init__(
-        self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 100, n_saved: int | None = 2, save_final: bool = True
+        self,
+        save_dir: str,
+        save_dict: Mapping[str, Any],
+        interval: int = 100,
+        n_saved: int | None = 2,
+        save_final: bool = True,
+        epoch_level: bool = False,
     ) -> None:
         if interval < 1:
             raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
@@ -80,10 +89,12 @@ class AtomicCheckpointSaver:
         self.interval = interval
         self.n_saved = n_saved
         self.save_final = save_final
+        self.epoch_level = epoch_level
         self.last_saved_iteration: int | None = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
+        event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+        engine.add_event_handler(event(every=self.interval), self.save)
         if self.save_final:
             engine.add_event_handler(Events.COMPLETED, self.save)
 

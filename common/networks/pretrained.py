@@ -96,3 +96,19 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     report.missing = sorted(set(target) - set(report.loaded))
     logger.info(report.summary())
     return report
+
+
+def with_pretrained(network: nn.Module, pretrained: str | os.PathLike | None = None, min_loaded: int = 1) -> nn.Module:
+    """``network`` initialised from ``pretrained`` when a path is given (else unchanged); for configs:
+    ``"network": "$common.networks.with_pretrained(@network_def, @pretrained).to(@device)"``.
+
+    Args:
+        min_loaded: fewer matched tensors than this is an error (default: at least one).
+    """
+    if not pretrained:
+        logger.info(f"No pretrained weights given: {type(unwrap(network)).__name__} starts from random initialisation.")
+        return network
+    report = load_pretrained(network, pretrained)
+    if len(report.loaded) < min_loaded:
+        raise PretrainedLoadError(f"only {len(report.loaded)} tensors of {pretrained} matched (need at least {min_loaded}): {report.summary()}")
+    return network

@@ -1,5 +1,31 @@
 """Custom transforms (only what MONAI does not have)."""
 
+from common.transforms.brats import (
+    BRATS_REGION_LABELS,
+    BRATS_REGIONS,
+    BratsRegions,
+    BratsRegionsd,
+    BratsRegionsToLabel,
+    BratsRegionsToLabeld,
+)
+from common.transforms.checks import CaseDataError, CheckSegmentationCased, source_name
 from common.transforms.io import ImageReadError, LoadImageCheckedd
+from common.transforms.save import SaveLabelMapd, case_name, output_path, pending_cases
 
-__all__ = ["ImageReadError", "LoadImageCheckedd"]
+__all__ = [
+    "BRATS_REGIONS",
+    "BRATS_REGION_LABELS",
+    "BratsRegions",
+    "BratsRegionsd",
+    "BratsRegionsToLabel",
+    "BratsRegionsToLabeld",
+    "CaseDataError",
+    "CheckSegmentationCased",
+    "ImageReadError",
+    "LoadImageCheckedd",
+    "SaveLabelMapd",
+    "case_name",
+    "output_path",
+    "pending_cases",
+    "source_name",
+]

@@ -1,0 +1,163 @@
+"""Label-efficiency harness: fine-tune at several labelled fractions, from scratch and from pretrained
+weights, with several seeds; write a CSV and a PNG of Dice against labelled fraction.
+
+Every run is the bundle's own ``train.json`` through ``python -m monai.bundle run`` in a subprocess,
+with ``train_fraction``, ``fraction_seed``, ``seed`` and ``pretrained`` overridden and its outputs
+in ``<output_dir>/<init>/fraction_<f>/seed_<s>/``. A run whose ``models/best_metric.json`` exists is
+not repeated, and the CSV is rewritten after each run, so an interrupted sweep resumes and loses
+nothing. Example (embedded phantoms, CPU-sized)::
+
+    python -m common.experiments.label_efficiency --bundle btcv_finetune \\
+        --configs "['demo.json']" --fractions "[0.25,0.5,1.0]" --seeds "[0,1]" \\
+        --pretrained "{'subfore': 'bundles/subfore_pretrain/models/encoder.pt'}" \\
+        --output_dir runs/label_efficiency
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from common.io import atomic_write, atomic_write_text
+from common.paths import locate_bundle
+
+logger = logging.getLogger(__name__)
+
+CSV_FIELDS = ["init", "pretrained", "fraction", "seed", "num_train_cases", "metric", "best_value", "best_epoch", "run_dir"]
+
+
+def _run_dir(output_dir: Path, init: str, fraction: float, seed: int) -> Path:
+    return output_dir / init / f"fraction_{fraction:g}" / f"seed_{seed}"
+
+
+def run_one(
+    bundle_dir: Path, configs: Sequence[str], run_dir: Path, fraction: float, seed: int, pretrained: str, overrides: Mapping, log_file: Path
+) -> dict:
+    """Train one configuration (or reuse its finished result); return its ``best_metric.json``."""
+    result = run_dir / "models" / "best_metric.json"
+    if result.is_file():
+        logger.info(f"{run_dir}: finished earlier, reusing its result")
+        return json.loads(result.read_text())
+    files = [str(bundle_dir / "configs" / "train.json")] + [c if os.path.isabs(c) else str(bundle_dir / "configs" / c) for c in configs]
+    args = {
+        "bundle_root": str(bundle_dir),
+        "models_dir": str(run_dir / "models"),
+        "output_dir": str(run_dir / "eval"),
+        "train_fraction": fraction,
+        "fraction_seed": seed,
+        "seed": seed,
+        "pretrained": pretrained,
+        **overrides,
+    }
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files)]
+    for k, v in args.items():
+        cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger.info(f"Training {run_dir} (log: {log_file})")
+    with open(log_file, "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0 or not result.is_file():
+        tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
+        raise RuntimeError(f"run {run_dir} failed (exit code {code}); see {log_file}:\n{tail}")
+    return json.loads(result.read_text())
+
+
+def _num_train_cases(log_file: Path) -> int | None:
+    for line in reversed(log_file.read_text().splitlines()) if log_file.is_file() else []:
+        if "training on " in line and " labelled cases" in line:
+            return int(line.split("training on ")[1].split(" of ")[0])
+        if "Using " in line and "(training)" in line:
+            return int(line.split("Using ")[1].split(" ")[0])
+    return None
+
+
+def plot(rows: Sequence[Mapping], path: Path, metric: str) -> Path:
+    """Mean (and min-max over seeds) of the best validation metric against labelled fraction, one line per init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for init in dict.fromkeys(r["init"] for r in rows):
+        fr = sorted({float(r["fraction"]) for r in rows if r["init"] == init})
+        vals = [[float(r["best_value"]) for r in rows if r["init"] == init and float(r["fraction"]) == f] for f in fr]
+        mean = [sum(v) / len(v) for v in vals]
+        ax.plot([100 * f for f in fr], mean, marker="o", label=init)
+        ax.fill_between([100 * f for f in fr], [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+    ax.set_xlabel("labelled training cases (%)")
+    ax.set_ylabel(f"best validation {metric}")
+    ax.set_title("Label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def main(
+    bundle: str = "btcv_finetune",
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    pretrained: Mapping[str, str] | None = None,
+    scratch: bool = True,
+    configs: Sequence[str] = (),
+    output_dir: str = "runs/label_efficiency",
+    overrides: Mapping | None = None,
+) -> str:
+    """Run the sweep; return the CSV path.
+
+    Args:
+        bundle: downstream bundle name or folder (``btcv_finetune``, ``brats_finetune``, ...).
+        fractions: labelled fractions of the training cases (``train_fraction``; nested per seed).
+        seeds: seeds for the case subset, the initialisation and the data order.
+        pretrained: ``{name: weights path}``, one curve each (e.g. ``{'subfore': '.../encoder.pt'}``).
+        scratch: also run from random initialisation (curve ``scratch``).
+        configs: extra config files merged after ``train.json`` (relative to the bundle's ``configs/``).
+        output_dir: where runs, ``label_efficiency.csv`` and ``label_efficiency.png`` go.
+        overrides: extra ``--key value`` overrides for every run (e.g. ``{'num_steps': 5000}``).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    bundle_dir = Path(bundle) if Path(bundle).is_dir() else Path(locate_bundle(bundle))
+    out = Path(output_dir).resolve()
+    inits = ({"scratch": ""} if scratch else {}) | {k: str(Path(v).resolve()) for k, v in (pretrained or {}).items()}
+    if not inits:
+        raise ValueError("nothing to run: scratch=False and no pretrained weights given")
+    for name, path in inits.items():
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained weights for '{name}' not found: {path}")
+    rows: list[dict] = []
+    csv_path = out / "label_efficiency.csv"
+    for init, weights in inits.items():
+        for fraction in fractions:
+            for seed in seeds:
+                run_dir = _run_dir(out, init, fraction, seed)
+                log_file = run_dir / "train.log"
+                best = run_one(bundle_dir, configs, run_dir, float(fraction), int(seed), weights, dict(overrides or {}), log_file)
+                rows.append({
+                    "init": init, "pretrained": weights, "fraction": fraction, "seed": seed,
+                    "num_train_cases": _num_train_cases(log_file), "metric": best["metric"], "best_value": best["value"],
+                    "best_epoch": best.get("epoch"), "run_dir": str(run_dir),
+                })
+                buf = io.StringIO()
+                writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+                atomic_write_text(csv_path, buf.getvalue())
+    plot(rows, out / "label_efficiency.png", rows[0]["metric"])
+    logger.info(f"Wrote {csv_path} and {out / 'label_efficiency.png'}")
+    return str(csv_path)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)

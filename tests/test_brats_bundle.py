@@ -1,0 +1,68 @@
+"""brats_finetune end to end on the BraTS-like MRI phantoms, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import BUNDLES, run_bundle
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = BUNDLES / "brats_finetune" / "configs"
+TRAIN, DEMO, INFERENCE, EVALUATE = CONFIGS / "train.json", CONFIGS / "demo.json", CONFIGS / "inference.json", CONFIGS / "evaluate.json"
+
+
+@pytest.fixture(scope="module")
+def brats_root(tmp_path_factory) -> Path:
+    from common.data.brats_phantoms import ensure_brats_phantom_dataset
+
+    root = tmp_path_factory.mktemp("brats_phantoms")
+    ensure_brats_phantom_dataset(root, num_cases=3, num_validation=1)
+    return root
+
+
+def assert_ok(result) -> str:
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    return out
+
+
+def test_one_tiny_epoch_then_evaluate_and_infer(tmp_path, brats_root):
+    o = {"bundle_root": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1,
+         "num_steps": 2, "epoch_length": 2, "num_workers": 0}
+    out = assert_ok(run_bundle([TRAIN, DEMO], o))
+    assert "embedded synthetic brats phantoms" in out
+    summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
+    assert set(summary["metrics"]["val_mean_dice"]["per_class"]) == {"TC", "WT", "ET"}
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+    assert_ok(run_bundle([TRAIN, DEMO, EVALUATE], o))
+    assert (tmp_path / "eval" / "evaluation_metrics.csv").read_text().splitlines()[0] == "case,metric,TC,WT,ET,mean"
+
+    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1,
+           "feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "pixdim": [2.0, 2.0, 2.0],
+           "roi_size": [64, 64, 64], "sw_overlap": 0.25, "num_workers": 0}
+    assert_ok(run_bundle([INFERENCE], inf))
+    src = nib.load(next(brats_root.glob("*/imagesTr/BRATS_phantom_002.nii.gz")))
+    pred = nib.load(tmp_path / "eval" / "predictions" / "BRATS_phantom_002_seg.nii.gz")
+    assert pred.shape == src.shape[:3] and np.allclose(pred.affine, src.affine)
+    assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2, 3}  # MSD numbering, not regions
+
+
+def test_single_sequence_mri_is_refused_with_the_file_name(tmp_path, brats_root):
+    case = next(brats_root.glob("*/dataset.json")).parent
+    img = nib.load(case / "imagesTr" / "BRATS_phantom_000.nii.gz")
+    t1_only = tmp_path / "t1_only.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., 1], img.affine), t1_only)
+    datalist = tmp_path / "datalist.json"
+    entry = {"image": str(t1_only), "label": str(case / "labelsTr" / "BRATS_phantom_000.nii.gz")}
+    datalist.write_text(json.dumps({"training": [entry], "validation": [entry]}))
+    result = run_bundle([TRAIN, DEMO], {"bundle_root": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "num_steps": 1, "epoch_length": 1})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "t1_only.nii.gz' has 1 channel(s) but the network expects 4 (FLAIR, T1w, T1gd, T2w)" in out
