@@ -36,7 +36,7 @@ def test_one_tiny_epoch_then_evaluate_and_infer(tmp_path, brats_root):
     o = {"bundle_root": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1,
          "num_steps": 2, "epoch_length": 2, "num_workers": 0}
     out = assert_ok(run_bundle([TRAIN, DEMO], o))
-    assert "embedded synthetic brats phantoms" in out
+    assert "embedded synthetic brain-tumour MRI phantoms" in out
     summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
     assert set(summary["metrics"]["val_mean_dice"]["per_class"]) == {"TC", "WT", "ET"}
     assert (tmp_path / "models" / "model.pt").is_file()

@@ -16,7 +16,6 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from common.handlers.export import PretrainedWeightsExporter  # noqa: F401  (the exporter the pretraining bundle uses)
 from common.networks import PretrainedLoadError, encoder_state_dict, load_pretrained
 from conftest import BUNDLES, real_data, run_bundle
 
@@ -43,7 +42,7 @@ def phantom_overrides(tmp_path: Path, phantom_root: Path, **extra) -> dict:
 def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     o = phantom_overrides(tmp_path, phantom_root, num_steps=4, epoch_length=2)
     out = assert_ok(run_bundle([TRAIN, DEMO], o))
-    assert "embedded synthetic ct phantoms" in out and "No pretrained weights given" in out
+    assert "embedded synthetic CT phantoms" in out and "No pretrained weights given" in out
     models = tmp_path / "models"
     assert (models / "model.pt").is_file()
     best = json.loads((models / "best_metric.json").read_text())

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FILE_KEYS = ("image", "label")
 PHANTOM_KINDS = {"ct": ensure_phantom_dataset, "brats": ensure_brats_phantom_dataset}
+PHANTOM_NAMES = {"ct": "CT", "brats": "brain-tumour MRI"}
 
 
 class DatalistError(ValueError):
@@ -140,7 +141,7 @@ def resolve_cases(
         items = load_datalist(folder / "dataset.json", keys)
         logger.info(
             f"No dataset configured (dataset_dir and datalist are empty): using {len(items)} embedded synthetic "
-            f"{phantom_kind} phantoms from {folder}. Set dataset_dir or datalist to train on real data."
+            f"{PHANTOM_NAMES[phantom_kind]} phantoms from {folder}. Set dataset_dir or datalist to train on real data."
         )
     if not items:
         raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")

@@ -17,6 +17,7 @@ Paths are written relative to the output file's folder when they are below it, e
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import random
 import re
@@ -53,11 +54,12 @@ def build_datalist(
     num_folds: int = 0,
     num_validation: int = 0,
     seed: int = 0,
+    pattern: str = "*",
 ) -> dict:
     """Build the datalist dictionary (see :func:`main` for the arguments)."""
-    images = find_nifti(images_dir)
+    images = [p for p in find_nifti(images_dir) if fnmatch.fnmatch(p.name, pattern)]
     if not images:
-        raise DatalistError(f"no .nii or .nii.gz files found under {images_dir}")
+        raise DatalistError(f"no .nii or .nii.gz files matching '{pattern}' found under {images_dir}")
     root = Path(output).parent if output else Path(images_dir)
     entries = []
     if labels_dir:
@@ -100,6 +102,7 @@ def main(
     num_validation: int = 0,
     seed: int = 0,
     overwrite: bool = False,
+    pattern: str = "*",
 ) -> None:
     """Write a datalist JSON.
 
@@ -111,11 +114,13 @@ def main(
         num_validation: cases moved to the ``"validation"`` list (seeded).
         seed: seed for the validation draw and fold assignment.
         overwrite: replace an existing output file.
+        pattern: keep only images whose file name matches this glob (e.g. ``'amos_05*'`` for the
+            AMOS22 MRI cases).
     """
     out = Path(output)
     if out.exists() and not overwrite:
         raise DatalistError(f"{out} exists; pass --overwrite to replace it")
-    content = build_datalist(images_dir, labels_dir, str(out), num_folds, num_validation, seed)
+    content = build_datalist(images_dir, labels_dir, str(out), num_folds, num_validation, seed, pattern)
     atomic_write_text(out, json.dumps(content, indent=2))
     print(f"wrote {out}: {len(content['training'])} training, {len(content['validation'])} validation cases")
 

@@ -22,9 +22,10 @@ def take_fraction(items: Sequence[T], fraction: float = 1.0, seed: int = 0) -> l
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return list(items)
     n = max(1, math.ceil(fraction * len(items)))
+    if fraction == 1.0:
+        logger.info(f"train_fraction 1.0: training on {n} of {len(items)} labelled cases.")
+        return list(items)
     keep = sorted(np.random.default_rng(seed).permutation(len(items))[:n].tolist())
     logger.info(f"train_fraction {fraction}: training on {n} of {len(items)} labelled cases (seed {seed}).")
     return [items[i] for i in keep]

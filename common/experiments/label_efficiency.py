@@ -71,10 +71,8 @@ def run_one(
 
 def _num_train_cases(log_file: Path) -> int | None:
     for line in reversed(log_file.read_text().splitlines()) if log_file.is_file() else []:
-        if "training on " in line and " labelled cases" in line:
+        if "train_fraction" in line and "training on " in line:
             return int(line.split("training on ")[1].split(" of ")[0])
-        if "Using " in line and "(training)" in line:
-            return int(line.split("Using ")[1].split(" ")[0])
     return None
 
 

@@ -1,0 +1,112 @@
+"""Downstream bundle configs: seed settings, train/inference agreement, dataset overlays, datalists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from conftest import BUNDLES
+
+BTCV = BUNDLES / "btcv_finetune" / "configs"
+BRATS = BUNDLES / "brats_finetune" / "configs"
+TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "device": "$torch.device('cpu')"}
+
+
+def parser_for(folder, *names: str, **overrides) -> ConfigParser:
+    p = ConfigParser()
+    p.read_config([str(folder / n) for n in names])
+    p.update(overrides)
+    return p
+
+
+def test_btcv_train_json_keeps_the_seed_downstream_settings():
+    p = parser_for(BTCV, "train.json")
+    expected = {"pixdim": [1.5, 1.5, 1.5], "hu_window": [-175.0, 250.0], "intensity_range": [0.1, 1.0], "roi_size": [96, 96, 96],
+                "learning_rate": 3e-4, "weight_decay": 1e-5, "warmup_steps": 100, "feature_size": 48, "sw_overlap": 0.5}
+    assert {k: p[k] for k in expected} == expected
+    assert p["batch_size"] * p["num_samples"] == 2  # seed: batch size 2
+    assert p.get_parsed_content("num_classes") == 14 and p["network_def"]["_target_"] == "SwinUNETR"
+    assert p["loss"]["_target_"] == "DiceCELoss" and p["inferer"]["_target_"] == "SlidingWindowInferer"
+    sched = p["lr_scheduler"]
+    assert sched["_target_"].endswith("WarmupCosineSchedule")
+
+
+def test_btcv_preprocessing_matches_the_pretraining_bundle():
+    """Pretrained encoders only transfer if the fine-tuning input looks like the pretraining input."""
+    pre = parser_for(BUNDLES / "subfore_pretrain" / "configs", "train.json")
+    down = parser_for(BTCV, "train.json")
+    for key in ("pixdim", "hu_window", "intensity_range", "roi_size", "feature_size"):
+        assert pre[key] == down[key], key
+
+
+@pytest.mark.parametrize("folder", [BTCV, BRATS], ids=["btcv", "brats"])
+def test_inference_json_agrees_with_train_json(folder):
+    train, infer = parser_for(folder, "train.json"), parser_for(folder, "inference.json")
+    for key in ("pixdim", "roi_size", "in_channels", "class_names", "feature_size", "sw_overlap", "hu_window", "intensity_range", "label_scheme", "channel_names"):
+        assert (key in train.config) == (key in infer.config), key
+        if key in train.config:
+            assert train[key] == infer[key], key
+    assert train["network_def"] == infer["network_def"]
+
+
+@pytest.mark.parametrize(
+    "overlay, num_classes, train_cases, val_cases",
+    [("btcv.json", 14, 24, 6), ("flare22.json", 14, 40, 10), ("mmwhs_ct.json", 8, 16, 4), ("amos22_ct.json", 16, None, None),
+     ("amos22_mri.json", 16, None, None), ("unetr.json", 14, None, None), ("totalsegmentator_to_btcv.json", 14, None, None)],
+)
+def test_btcv_dataset_overlays_change_one_file(overlay, num_classes, train_cases, val_cases):
+    for base in ("train.json", "inference.json"):
+        p = parser_for(BTCV, base, overlay)
+        assert p.get_parsed_content("num_classes") == num_classes
+        net = p.get_parsed_content("network_def", instantiate=True, lazy=False) if overlay == "unetr.json" else None
+        if net is not None:
+            assert type(net).__name__ == "UNETR"
+    p = parser_for(BTCV, "train.json", overlay, bundle_root=str(BTCV.parent))
+    assert len(p["label_values_in"]) == len(p["label_values_out"])
+    assert all(0 <= v < num_classes for v in p["label_values_out"])
+    if train_cases is not None:
+        datalist = json.loads(open(p.get_parsed_content("datalist")).read())
+        assert (len(datalist["training"]), len(datalist["validation"])) == (train_cases, val_cases)
+        names = [e["image"] for e in datalist["training"] + datalist["validation"]]
+        assert len(set(names)) == len(names)
+    if overlay == "amos22_mri.json":
+        assert p["intensity_transform"]["_target_"] == "ScaleIntensityRangePercentilesd"
+        assert parser_for(BTCV, "inference.json", overlay)["intensity_transform"]["_target_"] == "ScaleIntensityRangePercentilesd"
+
+
+def test_btcv_split_is_the_standard_24_6():
+    d = json.loads((BTCV / "datalist_btcv.json").read_text())
+    ids = lambda key: [int(e["image"][-11:-7]) for e in d[key]]  # noqa: E731
+    assert ids("training") == list(range(1, 11)) + list(range(21, 35))
+    assert ids("validation") == list(range(35, 41))
+    assert all(e["label"] == e["image"].replace("imagesTr/img", "labelsTr/label") for e in d["training"] + d["validation"])
+
+
+def test_brats_config_regions_network_and_msd_folds():
+    p = parser_for(BRATS, "train.json", **TINY)
+    assert p["in_channels"] == 4 and p.get_parsed_content("num_classes") == 3 and p["label_scheme"] == "msd"
+    assert p["loss"]["_target_"] == "DiceLoss" and p["loss"]["sigmoid"] is True and p["roi_size"] == [96, 96, 96]
+    net = p.get_parsed_content("network_def")
+    assert net(torch.zeros(1, 4, 64, 64, 64)).shape == (1, 3, 64, 64, 64)
+    msd = parser_for(BRATS, "train.json", "msd_task01.json", bundle_root=str(BRATS.parent))
+    d = json.loads(open(msd.get_parsed_content("datalist")).read())
+    folds = [e["fold"] for e in d["training"]]
+    assert len(folds) == 484 and sorted(set(folds)) == [0, 1, 2, 3, 4] and max(folds.count(k) for k in range(5)) - min(folds.count(k) for k in range(5)) <= 1
+    assert msd["fold"] == 0 and msd["val_datalist_keys"] == ["training"]
+    assert parser_for(BRATS, "train.json", "brats2021.json")["label_scheme"] == "brats2021"
+
+
+@pytest.mark.parametrize("folder, channels", [(BTCV, 14), (BRATS, 3)], ids=["btcv", "brats"])
+def test_metadata_describes_the_output_channels(folder, channels):
+    meta = json.loads((folder / "metadata.json").read_text())
+    out = meta["network_data_format"]["outputs"]["pred"]
+    assert out["num_channels"] == channels and len(out["channel_def"]) == channels
+    train = parser_for(folder, "train.json")
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == train["in_channels"]
+    for key in ("version", "changelog", "monai_version", "pytorch_version", "name", "task", "description", "authors", "references"):
+        assert meta[key], key
+    assert set(json.loads((folder / "multi_gpu_train.json").read_text())) - {"initialize", "finalize"} <= set(train.config) | {
+        "train#sampler", "train#dataloader#sampler", "train#dataloader#shuffle", "validate#sampler", "validate#dataloader#sampler"}
