@@ -50,6 +50,13 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     ckpt = torch.load(models / "checkpoints" / "checkpoint_4.pt", weights_only=True)
     assert ckpt["best_model"]["best"] == pytest.approx(best["value"])  # the best score resumes with the run
 
+    # rerun with a longer schedule: resumes at iteration 4 with the best score restored from the checkpoint
+    out = assert_ok(run_bundle([TRAIN, DEMO], {**o, "num_steps": 6}))
+    assert re.search(r"Resumed from .*checkpoint_4\.pt at iteration 4", out) and "Epoch: 1/" not in out
+    best2 = json.loads((models / "best_metric.json").read_text())
+    assert best2["value"] >= best["value"] and torch.load(models / "checkpoints" / "checkpoint_6.pt", weights_only=True)["best_model"]["best"] == pytest.approx(best2["value"])
+    best = best2
+
     rows = list(csv.DictReader((tmp_path / "eval" / "validation_metrics.csv").open()))
     assert [r["metric"] for r in rows] == ["val_mean_dice", "val_nsd"] and rows[0]["case"] == "phantom_004"
     assert list(rows[0])[2:-1] == CLASSES
@@ -139,3 +146,12 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine) and nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)
     labels = np.asarray(pred.dataobj)
     assert (labels == 6).sum() > 5000  # liver (41692 voxels in the reference) predicted in the original grid
+
+
+def test_multi_process_training_and_validation(tmp_path, phantom_root):
+    """multi_gpu_train.json under torchrun (gloo on CPU): sharded training and validation, rank 0 writes."""
+    o = phantom_overrides(tmp_path, phantom_root, num_steps=2, epoch_length=1, num_phantom_validation=2, num_phantoms=5)
+    out = assert_ok(run_bundle([TRAIN, DEMO, CONFIGS / "multi_gpu_train.json"], o, torchrun=2))
+    assert out.count("New best val_mean_dice") <= 2 and (tmp_path / "models" / "model.pt").is_file()
+    summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
+    assert summary["num_cases"] == 2 and sorted(summary["cases"]) == ["phantom_003", "phantom_004"]  # gathered from both ranks
