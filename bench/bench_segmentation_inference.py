@@ -17,31 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
+from timing import median_time
 
 REPO = Path(__file__).resolve().parent.parent
 CT = REPO.parent / "shared" / "data" / "ts_ct_full" / "example_ct.nii.gz"
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

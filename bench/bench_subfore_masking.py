@@ -18,30 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 from monai.networks.nets import SwinUNETR
+from timing import median_time
 
 from common.engines import MaskedImageBatch
 from common.losses import MaskedReconstructionLoss
 from common.masking import SubvolumeForegroundMasker, hu_to_intensity
-
-
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def loop_mask(images: torch.Tensor, s: int, ratio: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,9 +76,9 @@ def main() -> None:
         loss_fn(net(masked), target).backward()
         opt.step()
 
-    mask_s = timed(lambda: prepare({"image": images}, device), args.repeats, device)
-    loop_s = timed(lambda: loop_mask(images, 16, 0.6, threshold), max(1, args.repeats // 2), device)
-    step_s = timed(step, max(1, args.repeats // 2), device)
+    mask_s = median_time(lambda: prepare({"image": images}, device), args.repeats, device)
+    loop_s = median_time(lambda: loop_mask(images, 16, 0.6, threshold), max(1, args.repeats // 2), device)
+    step_s = median_time(step, max(1, args.repeats // 2), device)
     print(
         json.dumps(
             {

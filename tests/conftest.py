@@ -60,3 +60,10 @@ def run_bundle(
     cmd = launcher + ["monai.bundle", "run", "--config_file", files] + args
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> str:
+    """The combined output of a bundle run that must have succeeded (else its tail is the failure message)."""
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    return out

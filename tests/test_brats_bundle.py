@@ -8,8 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, assert_ok, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,6 @@ def brats_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("brats_phantoms")
     ensure_brats_phantom_dataset(root, num_cases=3, num_validation=1)
     return root
-
-
-def assert_ok(result) -> str:
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
 
 
 def test_one_tiny_epoch_then_evaluate_and_infer(tmp_path, brats_root):

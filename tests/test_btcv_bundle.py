@@ -14,10 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLES, assert_ok, real_data, run_bundle
 from monai.bundle import ConfigParser
 
 from common.networks import PretrainedLoadError, encoder_state_dict, load_pretrained
-from conftest import BUNDLES, real_data, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +26,6 @@ TRAIN, DEMO = CONFIGS / "train.json", CONFIGS / "demo.json"
 EVALUATE, INFERENCE = CONFIGS / "evaluate.json", CONFIGS / "inference.json"
 CLASSES = ["spleen", "kidney_right", "kidney_left", "gallbladder", "esophagus", "liver", "stomach", "aorta",
            "inferior_vena_cava", "portal_and_splenic_vein", "pancreas", "adrenal_gland_right", "adrenal_gland_left"]
-
-
-def assert_ok(result) -> str:
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
 
 
 def phantom_overrides(tmp_path: Path, phantom_root: Path, **extra) -> dict:

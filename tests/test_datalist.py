@@ -7,13 +7,13 @@ import logging
 import subprocess
 import sys
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
+from conftest import REPO
 
 from common.data import DatalistError, load_datalist, resolve_cases, select_fold
 from common.data.make_datalist import build_datalist, case_key
-from conftest import REPO
 
 
 def write_nifti(path, shape=(8, 8, 8)):

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.networks.nets import SwinUNETR
 
-from common.handlers import AtomicCheckpointSaver, PretrainedWeightsExporter, ResumeFromLatest, atomic_torch_save, latest_checkpoint, list_checkpoints
+from common.handlers import (
+    AtomicCheckpointSaver,
+    PretrainedWeightsExporter,
+    ResumeFromLatest,
+    atomic_torch_save,
+    latest_checkpoint,
+    list_checkpoints,
+)
 from common.networks import encoder_state_dict
 
 

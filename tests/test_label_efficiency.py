@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
+from conftest import BUNDLES, REPO
 from monai.bundle import ConfigParser
 
 from common.experiments import label_efficiency
 from common.networks import encoder_state_dict
-from conftest import BUNDLES, REPO
 
 pytestmark = pytest.mark.slow
 

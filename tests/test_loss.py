@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from common.engines import MaskedImageBatch
-from common.losses import MaskedReconstructionLoss, masked_l1, pack_target, unpack_target
+from common.losses import (
+    MaskedReconstructionLoss,
+    masked_l1,
+    pack_target,
+    unpack_target,
+)
 from common.masking import SubvolumeForegroundMasker
 
 

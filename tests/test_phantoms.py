@@ -7,7 +7,12 @@ import json
 import nibabel as nib
 import numpy as np
 
-from common.data.phantoms import BTCV_LABELS, ORGAN_HU, ensure_phantom_dataset, generate_case
+from common.data.phantoms import (
+    BTCV_LABELS,
+    ORGAN_HU,
+    ensure_phantom_dataset,
+    generate_case,
+)
 
 
 def test_cases_are_deterministic_and_differ_between_indices():

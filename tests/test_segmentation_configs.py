@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
-
 from conftest import BUNDLES
+from monai.bundle import ConfigParser
 
 BTCV = BUNDLES / "btcv_finetune" / "configs"
 BRATS = BUNDLES / "brats_finetune" / "configs"

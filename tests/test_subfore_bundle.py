@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BUNDLES, TINY_SUBFORE, assert_ok, real_data, run_bundle
 from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose
 from monai.utils import set_determinism
 
 from common.losses import pack_target
-from conftest import BUNDLES, TINY_SUBFORE, real_data, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +64,6 @@ def event_tags(log_dir: Path) -> set[str]:
         acc.Reload()
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
     return tags
-
-
-def assert_ok(result) -> str:
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
 
 
 def test_pretraining_on_phantoms_learns_writes_outputs_and_resumes(tmp_path, phantom_root):

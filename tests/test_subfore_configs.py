@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import BUNDLES
 from monai.bundle import ConfigParser
 
 from common.networks import encoder_state_dict
-from conftest import BUNDLES
 
 CONFIGS = BUNDLES / "subfore_pretrain" / "configs"
 METADATA_FIELDS = [

@@ -17,10 +17,9 @@ import logging
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from common.data.phantoms import cached_dataset, to_nifti
+from common.data.phantoms import cached_dataset, to_nifti, write_labelled_cases
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +109,11 @@ def ensure_brats_phantom_dataset(root: str | os.PathLike | None = None, num_case
 
     def build(tmp: Path) -> dict:
         logger.info(f"Generating {num_cases} synthetic brain-tumour MRI phantoms (seed {seed}) (once; cached after).")
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        items = []
-        for i in range(num_cases):
-            image, label = generate_brats_case(seed, i)
-            name = f"BRATS_phantom_{i:03d}.nii.gz"
-            nib.save(to_nifti(image, SPACING, ("R", "A", "S")), tmp / "imagesTr" / name)
-            nib.save(to_nifti(label, SPACING, ("R", "A", "S")), tmp / "labelsTr" / name)
-            items.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
-        n_train = num_cases - num_validation
+        def cases():
+            for i in range(num_cases):
+                image, label = generate_brats_case(seed, i)
+                yield f"BRATS_phantom_{i:03d}.nii.gz", to_nifti(image, SPACING, ("R", "A", "S")), to_nifti(label, SPACING, ("R", "A", "S"))
+
         return {
             "name": "ssl3d synthetic brain-tumour MRI phantoms (MSD Task01 layout)",
             "description": "Deterministic synthetic 4-sequence MRI with oedema / non-enhancing / enhancing tumour labels (generated, not real patients).",
@@ -127,9 +121,7 @@ def ensure_brats_phantom_dataset(root: str | os.PathLike | None = None, num_case
             "labels": {str(k): v for k, v in MSD_BRATS_LABELS.items()},
             "generator_version": BRATS_GENERATOR_VERSION,
             "seed": seed,
-            "numTraining": n_train,
-            "training": items[:n_train],
-            "validation": items[n_train:],
+            **write_labelled_cases(tmp, cases(), num_validation),
         }
 
     return cached_dataset(root, _dataset_name(num_cases, num_validation, seed), build)

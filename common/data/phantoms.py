@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,6 +276,23 @@ def cached_dataset(root: str | os.PathLike | None, name: str, build: Callable[[P
     return target
 
 
+def write_labelled_cases(folder: Path, cases: Iterable[tuple[str, nib.Nifti1Image, nib.Nifti1Image]], num_validation: int) -> dict:
+    """Save ``(file name, image, label)`` cases into ``folder/imagesTr`` and ``folder/labelsTr``.
+
+    Returns the Decathlon lists: ``numTraining``, ``training`` (all but the last ``num_validation``
+    cases) and ``validation``, with paths relative to ``folder``.
+    """
+    (folder / "imagesTr").mkdir()
+    (folder / "labelsTr").mkdir()
+    items = []
+    for name, image, label in cases:
+        nib.save(image, folder / "imagesTr" / name)
+        nib.save(label, folder / "labelsTr" / name)
+        items.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
+    n_train = len(items) - num_validation
+    return {"numTraining": n_train, "training": items[:n_train], "validation": items[n_train:]}
+
+
 def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int = 16, num_validation: int = 4, seed: int = 0) -> Path:
     """Return the folder of a phantom CT dataset, generating it on first use (see :func:`cached_dataset`).
 
@@ -287,16 +304,12 @@ def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int
 
     def build(tmp: Path) -> dict:
         logger.info(f"Generating {num_cases} synthetic CT phantoms (seed {seed}) into {root or default_cache_dir()} (once; cached after).")
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        items = []
-        for i in range(num_cases):
-            case = generate_case(seed, i)
-            name = f"phantom_{i:03d}.nii.gz"
-            nib.save(to_nifti(case.image, case.spacing, case.orientation), tmp / "imagesTr" / name)
-            nib.save(to_nifti(case.label, case.spacing, case.orientation), tmp / "labelsTr" / name)
-            items.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
-        n_train = num_cases - num_validation
+
+        def cases():
+            for i in range(num_cases):
+                case = generate_case(seed, i)
+                yield f"phantom_{i:03d}.nii.gz", *(to_nifti(a, case.spacing, case.orientation) for a in (case.image, case.label))
+
         return {
             "name": "ssl3d synthetic abdominal CT phantoms",
             "description": "Deterministic synthetic CT in HU with the 13 BTCV organs (generated, not real patients).",
@@ -304,9 +317,7 @@ def ensure_phantom_dataset(root: str | os.PathLike | None = None, num_cases: int
             "labels": {str(k): v for k, v in BTCV_LABELS.items()},
             "generator_version": GENERATOR_VERSION,
             "seed": seed,
-            "numTraining": n_train,
-            "training": items[:n_train],
-            "validation": items[n_train:],
+            **write_labelled_cases(tmp, cases(), num_validation),
         }
 
     return cached_dataset(root, _dataset_name(num_cases, num_validation, seed), build)

@@ -1,5 +1,6 @@
 """Ignite handlers: atomic checkpoints and resume, weight export, TensorBoard panels and scalars."""
 
+from common.handlers.best_model import BestModelSaver
 from common.handlers.checkpoint import (
     AtomicCheckpointSaver,
     ResumeFromLatest,
@@ -7,11 +8,10 @@ from common.handlers.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
 )
-from common.handlers.best_model import BestModelSaver
-from common.handlers.segmentation_report import SegmentationReport
-from common.io import atomic_torch_save
 from common.handlers.export import PretrainedWeightsExporter
+from common.handlers.segmentation_report import SegmentationReport
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
+from common.io import atomic_torch_save
 
 __all__ = [
     "AtomicCheckpointSaver",

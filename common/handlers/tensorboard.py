@@ -25,11 +25,21 @@ logger = logging.getLogger(__name__)
 _WRITERS: dict[str, object] = {}
 
 
+class _NullWriter:
+    """Stands in for ``SummaryWriter`` on ranks other than 0: accepts every call, writes nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def shared_writer(log_dir: str):
     """One ``SummaryWriter`` per folder and process, shared by every handler writing there (one
-    event file per run instead of one per handler); closed at interpreter exit."""
+    event file per run instead of one per handler); closed at interpreter exit. Under DDP only
+    rank 0 writes (other ranks get a writer that discards), so a run has one event file."""
     from torch.utils.tensorboard import SummaryWriter
 
+    if not is_main_process():
+        return _NullWriter()
     if log_dir not in _WRITERS:
         _WRITERS[log_dir] = SummaryWriter(log_dir=log_dir)
     return _WRITERS[log_dir]

@@ -1,7 +1,18 @@
 """Network helpers: encoder definitions for exporting, and loading pretrained weights with a report."""
 
-from common.networks.pretrained import LoadReport, PretrainedLoadError, load_pretrained, read_state_dict, with_pretrained
-from common.networks.weights import ENCODER_PREFIXES, encoder_prefixes, encoder_state_dict, unwrap
+from common.networks.pretrained import (
+    LoadReport,
+    PretrainedLoadError,
+    load_pretrained,
+    read_state_dict,
+    with_pretrained,
+)
+from common.networks.weights import (
+    ENCODER_PREFIXES,
+    encoder_prefixes,
+    encoder_state_dict,
+    unwrap,
+)
 
 __all__ = [
     "ENCODER_PREFIXES",
