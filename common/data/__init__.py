@@ -1,4 +1,5 @@
-"""Data: embedded synthetic phantoms, datalist resolution/validation, and the datalist CLI."""
+"""Data: embedded synthetic CT and brain-tumour MRI phantoms, datalist resolution/validation, the
+datalist CLI, seeded training subsets and an error-propagating thread loader."""
 
 from common.data.datalist import (
     DatalistError,
@@ -6,6 +7,7 @@ from common.data.datalist import (
     resolve_cases,
     select_fold,
 )
+from common.data.brats_phantoms import ensure_brats_phantom_dataset, generate_brats_case
 from common.data.loader import CheckedThreadDataLoader
 from common.data.phantoms import (
     BTCV_LABELS,
@@ -20,7 +22,9 @@ __all__ = [
     "CheckedThreadDataLoader",
     "DatalistError",
     "default_cache_dir",
+    "ensure_brats_phantom_dataset",
     "ensure_phantom_dataset",
+    "generate_brats_case",
     "generate_case",
     "load_datalist",
     "resolve_cases",

@@ -1,4 +1,5 @@
-"""Ignite handlers: atomic checkpoints and resume, weight export, TensorBoard panels and scalars."""
+"""Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
+reports, weight export, TensorBoard panels and scalars."""
 
 from common.handlers.best_model import BestModelSaver
 from common.handlers.checkpoint import (
