@@ -1,0 +1,1 @@
+"""Model Zoo tooling: offline bundle verification (:mod:`common.zoo.verify`)."""

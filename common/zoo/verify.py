@@ -1,0 +1,242 @@
+"""Offline Model Zoo checks for a bundle folder, as a library and a command.
+
+The Model Zoo's own ``ci/verify_bundle.py`` downloads its metadata schema and wants a GPU for the
+full mode; MONAI ships no standalone validator. This runs the same kinds of checks with nothing but
+the installed requirements and the schema kept in this package (``metadata.schema.json``):
+
+========================  =================================================================
+check                     what it asserts
+========================  =================================================================
+``files``                 configs/metadata.json, train.json, multi_gpu_train.json, docs/README.md, LICENSE;
+                          inference.json and evaluate.json for bundles that predict (``pred`` output)
+``json``                  every ``configs/*.json`` parses
+``metadata_schema``       metadata.json against the schema (field, type and pattern errors)
+``changelog``             ``version`` is a key of ``changelog``
+``channel_def``           every input/output has one ``channel_def`` entry per channel
+``net_in_out``            MONAI's ``verify_net_in_out`` on ``network_def`` (inference.json, else train.json)
+``properties_<type>``     ``ConfigWorkflow.check_properties`` for the train and inference workflows
+``torchscript``           ``ckpt_export`` of randomly initialised weights: scripted, else traced (reported)
+========================  =================================================================
+
+Command (one bundle or several; exit code 1 if any check fails)::
+
+    python -m common.zoo.verify bundles/btcv_finetune [bundles/...] [--quick] [--skip torchscript]
+
+``--quick`` shrinks SwinUNETR/UNETR (``feature_size`` 12, one block per stage) so the network
+checks take seconds on a CPU; the checks themselves are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
+ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "properties_infer", "torchscript")
+#: Overrides that make the bundles' transformer networks CPU-sized for ``--quick``.
+QUICK_OVERRIDES = {
+    "SwinUNETR": {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4},
+    "UNETR": {"network_def#hidden_size": 96, "network_def#mlp_dim": 192, "network_def#num_heads": 4, "network_def#feature_size": 8},
+}
+
+
+@dataclass
+class Finding:
+    """One check's outcome; ``detail`` says what was wrong, or what was verified."""
+
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+def _load_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _predicts(meta: dict) -> bool:
+    """A bundle whose metadata declares a ``pred`` output (segmentation) must ship inference/evaluate configs."""
+    out = meta.get("network_data_format", {}).get("outputs", {})
+    return any(v.get("format") == "segmentation" for v in out.values() if isinstance(v, dict))
+
+
+def check_files(bundle: Path, meta: dict | None) -> list[Finding]:
+    required = ["configs/metadata.json", "configs/train.json", "configs/multi_gpu_train.json", "docs/README.md", "LICENSE"]
+    if meta is not None and _predicts(meta):
+        required += ["configs/inference.json", "configs/evaluate.json"]
+    missing = [r for r in required if not (bundle / r).is_file()]
+    return [Finding("files", not missing, f"missing: {missing}" if missing else f"{len(required)} required files present")]
+
+
+def check_json(bundle: Path) -> list[Finding]:
+    bad = []
+    for p in sorted((bundle / "configs").glob("*.json")):
+        try:
+            _load_json(p)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            bad.append(f"{p.name}: {e}")
+    return [Finding("json", not bad, "; ".join(bad) if bad else "all configs/*.json parse")]
+
+
+def check_metadata(meta: dict) -> list[Finding]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(_load_json(SCHEMA_PATH))
+    errors = sorted(validator.iter_errors(meta), key=lambda e: list(e.path))
+    schema = Finding(
+        "metadata_schema",
+        not errors,
+        "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]) if errors else f"valid against {SCHEMA_PATH.name}",
+    )
+    version, changelog = meta.get("version"), meta.get("changelog", {})
+    log = Finding("changelog", isinstance(changelog, dict) and version in changelog, f"version {version!r} {'is' if version in changelog else 'is not'} in the changelog")
+    bad = []
+    for side in ("inputs", "outputs"):
+        for name, t in meta.get("network_data_format", {}).get(side, {}).items():
+            if isinstance(t, dict) and len(t.get("channel_def", {})) != t.get("num_channels"):
+                bad.append(f"{side}/{name}: {len(t.get('channel_def', {}))} channel_def entries for num_channels {t.get('num_channels')}")
+    return [schema, log, Finding("channel_def", not bad, "; ".join(bad) if bad else "one channel_def entry per channel")]
+
+
+def _network_config(bundle: Path) -> Path:
+    inference = bundle / "configs" / "inference.json"
+    return inference if inference.is_file() else bundle / "configs" / "train.json"
+
+
+def _overrides(bundle: Path, quick: bool, tmp: Path) -> dict:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_network_config(bundle)))
+    target = str(parser["network_def"].get("_target_", "")).split(".")[-1]
+    o: dict = {"bundle_root": str(tmp / "bundle_root"), "device": "$torch.device('cpu')"}
+    if quick:
+        o.update(QUICK_OVERRIDES.get(target, {}))
+    return o
+
+
+def check_net_in_out(bundle: Path, overrides: dict) -> list[Finding]:
+    from monai.bundle import verify_net_in_out
+
+    cfg = _network_config(bundle)
+    try:
+        verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(cfg), device="cpu", **overrides)
+    except Exception as e:  # mismatch (ValueError), missing key, network that cannot be built
+        return [Finding("net_in_out", False, f"{cfg.name}: {type(e).__name__}: {e}")]
+    return [Finding("net_in_out", True, f"network_def of {cfg.name} maps the metadata's input to its output channels and dtype")]
+
+
+def check_properties(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
+    from monai.bundle import ConfigWorkflow
+
+    findings = []
+    data = {"phantom_dir": str(tmp / "phantoms"), "num_phantoms": 2, "num_phantom_validation": 1, "cache_rate": 0.0, "num_workers": 0}
+    for workflow_type, name in (("train", "train.json"), ("infer", "inference.json")):
+        cfg = bundle / "configs" / name
+        if not cfg.is_file():
+            continue
+        try:
+            wf = ConfigWorkflow(
+                config_file=str(cfg), meta_file=str(bundle / "configs" / "metadata.json"), workflow_type=workflow_type,
+                logging_file=False, **{**overrides, **data},
+            )
+            wf.initialize()
+            missing = wf.check_properties()
+        except Exception as e:
+            findings.append(Finding(f"properties_{workflow_type}", False, f"{name}: {type(e).__name__}: {e}"))
+            continue
+        findings.append(Finding(f"properties_{workflow_type}", not missing, f"{name}: missing or misplaced properties {missing}" if missing else f"{name}: every {workflow_type} property present"))
+    return findings
+
+
+def check_torchscript(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
+    from monai.bundle import ConfigParser, ckpt_export
+
+    cfg, meta_file = _network_config(bundle), bundle / "configs" / "metadata.json"
+    parser = ConfigParser()
+    parser.read_config(str(cfg))
+    parser.update(overrides)
+    net = parser.get_parsed_content("network_def")
+    torch.save(net.state_dict(), tmp / "model.pt")
+    meta = _load_json(meta_file)
+    image = next(iter(meta["network_data_format"]["inputs"].values()))
+    shape = [1, image["num_channels"], *[s if isinstance(s, int) else 64 for s in image["spatial_shape"]]]
+    errors = []
+    for use_trace in (False, True):
+        try:
+            ckpt_export(
+                net_id="network_def", filepath=str(tmp / "model.ts"), ckpt_file=str(tmp / "model.pt"), meta_file=str(meta_file),
+                config_file=str(cfg), use_trace=use_trace, input_shape=shape if use_trace else None, **overrides,
+            )
+            loaded = torch.jit.load(str(tmp / "model.ts"))
+            with torch.no_grad():
+                out = loaded(torch.rand(*shape))
+            how = "traced (not scriptable: " + errors[0] + ")" if use_trace else "scripted"
+            return [Finding("torchscript", True, f"{type(net).__name__} exported {how}; output {tuple(out.shape)}")]
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    return [Finding("torchscript", False, f"{type(net).__name__} neither scripts nor traces: {' | '.join(errors)}")]
+
+
+def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, ...] = ()) -> list[Finding]:
+    """Run every check (except ``skip``) on one bundle folder; never raises for a bundle defect."""
+    bundle = Path(bundle_dir)
+    unknown = set(skip) - set(ALL_CHECKS)
+    if unknown:
+        raise ValueError(f"unknown checks to skip: {sorted(unknown)} (checks: {ALL_CHECKS})")
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = None
+    findings: list[Finding] = []
+    if meta_path.is_file():
+        try:
+            meta = _load_json(meta_path)
+        except json.JSONDecodeError:
+            meta = None
+    findings += check_files(bundle, meta)
+    findings += check_json(bundle)
+    if meta is not None:
+        findings += check_metadata(meta)
+    runnable = all(f.ok for f in findings if f.check in ("files", "json")) and meta is not None
+    with tempfile.TemporaryDirectory(prefix="verify_bundle_") as t:
+        tmp = Path(t)
+        if runnable:
+            overrides = _overrides(bundle, quick, tmp)
+            if "net_in_out" not in skip:
+                findings += check_net_in_out(bundle, overrides)
+            if "properties_train" not in skip or "properties_infer" not in skip:
+                findings += [f for f in check_properties(bundle, overrides, tmp) if f.check not in skip]
+            if "torchscript" not in skip:
+                findings += check_torchscript(bundle, overrides, tmp)
+    return [f for f in findings if f.check not in skip]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Offline Model Zoo checks for MONAI bundle folders (prints JSON; exit 1 on any failure).")
+    ap.add_argument("bundles", nargs="+", help="bundle folders (each holding configs/metadata.json)")
+    ap.add_argument("--quick", action="store_true", help="CPU-sized networks for the network checks")
+    ap.add_argument("--skip", nargs="*", default=[], choices=ALL_CHECKS, help="checks to leave out")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    report, failed = {}, False
+    for b in args.bundles:
+        t = time.perf_counter()
+        findings = verify_bundle(b, quick=args.quick, skip=tuple(args.skip))
+        report[b] = {"ok": all(f.ok for f in findings), "seconds": round(time.perf_counter() - t, 1), "checks": [asdict(f) for f in findings]}
+        failed |= not report[b]["ok"]
+    print(json.dumps(report, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
