@@ -1,0 +1,71 @@
+"""The offline Model Zoo verifier passes every bundle and catches planted defects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from common.zoo.verify import main, verify_bundle
+from conftest import BUNDLES
+
+pytestmark = pytest.mark.slow
+
+ALL_BUNDLES = sorted(p for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda p: p.name)
+def test_every_bundle_passes_every_check(bundle):
+    findings = verify_bundle(bundle, quick=True)
+    failed = [f for f in findings if not f.ok]
+    assert not failed, failed
+    checks = {f.check for f in findings}
+    assert {"files", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "torchscript"} <= checks
+    if (bundle / "configs" / "inference.json").is_file():
+        assert "properties_infer" in checks
+
+
+def planted(tmp_path, edit):
+    bundle = tmp_path / "btcv_finetune"
+    shutil.copytree(BUNDLES / "btcv_finetune", bundle, ignore=shutil.ignore_patterns("models", "eval", "runs"))
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    return bundle
+
+
+def test_missing_metadata_field_is_caught(tmp_path):
+    bundle = planted(tmp_path, lambda m: m.pop("task"))
+    findings = {f.check: f for f in verify_bundle(bundle, quick=True, skip=("properties_train", "properties_infer", "torchscript"))}
+    assert not findings["metadata_schema"].ok and "'task' is a required property" in findings["metadata_schema"].detail
+    assert findings["net_in_out"].ok  # only the planted defect fails
+
+
+def test_wrong_output_channel_count_is_caught(tmp_path, capsys):
+    def thirteen(m):
+        pred = m["network_data_format"]["outputs"]["pred"]
+        pred["num_channels"] = 13
+        pred["channel_def"].pop("13")
+
+    bundle = planted(tmp_path, thirteen)
+    findings = {f.check: f for f in verify_bundle(bundle, quick=True, skip=("properties_train", "properties_infer", "torchscript"))}
+    assert findings["metadata_schema"].ok and findings["channel_def"].ok
+    assert not findings["net_in_out"].ok and "output channel number `14` doesn't match: `13`" in findings["net_in_out"].detail
+
+    # the command a bundle author runs: JSON report, exit code 1
+    code = main([str(bundle), "--quick", "--skip", "properties_train", "properties_infer", "torchscript"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report[str(bundle)]["ok"] is False
+
+
+def test_missing_files_and_unversioned_changelog(tmp_path):
+    bundle = planted(tmp_path, lambda m: m.update(version="0.2.0"))
+    (bundle / "configs" / "evaluate.json").unlink()
+    (bundle / "configs" / "broken.json").write_text("{not json")
+    findings = {f.check: f for f in verify_bundle(bundle, quick=True)}
+    assert not findings["files"].ok and "configs/evaluate.json" in findings["files"].detail
+    assert not findings["json"].ok and "broken.json" in findings["json"].detail
+    assert not findings["changelog"].ok
+    assert "net_in_out" not in findings  # network checks need the files to be right first
