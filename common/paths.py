@@ -31,15 +31,16 @@ def _is_bundle(folder: Path, name: str) -> bool:
 def locate_bundle(name: str) -> str:
     """Absolute path of bundle ``name``.
 
-    Looks, in order, at: the working directory (run from inside the bundle), ``./bundles/<name>``
-    (run from the repository root), the folder that holds ``common`` when it is vendored inside an
-    exported bundle, and ``bundles/<name>`` next to the ``common`` package (installed checkout).
+    Looks, in order, at: the folder that holds ``common`` when it is vendored inside an exported
+    bundle (that copy of the code belongs to that bundle), the working directory (run from inside
+    the bundle), ``./bundles/<name>`` (run from the repository root), and ``bundles/<name>`` next to
+    the ``common`` package (installed checkout).
 
     Raises:
         FileNotFoundError: with the places tried; pass ``--bundle_root`` to set it explicitly.
     """
     cwd = Path(os.getcwd())
-    candidates = [cwd, cwd / "bundles" / name, PACKAGE_PARENT, PACKAGE_PARENT / "bundles" / name]
+    candidates = [PACKAGE_PARENT, cwd, cwd / "bundles" / name, PACKAGE_PARENT / "bundles" / name]
     for c in candidates:
         if _is_bundle(c, name):
             return str(c.resolve())

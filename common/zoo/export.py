@@ -1,0 +1,199 @@
+"""Export a bundle as a standalone folder and zip that runs without this repository.
+
+``python -m monai.bundle run`` puts a bundle's root folder on ``sys.path`` in ``ConfigWorkflow.run``,
+from any working directory, but it evaluates a config's ``imports`` earlier, when it parses it. So
+the export:
+
+- copies the part of the ``common`` package the bundle uses into ``<bundle>/common/``, unchanged.
+  Which modules are "used" is computed, not guessed: every ``common.*`` module named in the
+  configs, then everything those modules import (``ast``), with their package ``__init__`` files;
+- rewrites the exported configs so that ``common`` is imported only when an expression runs: the
+  ``$import common...`` entries leave ``imports``, and ``common.x.y.f`` in a ``$`` expression becomes
+  ``pydoc.locate('common.x.y.f')``. ``_target_`` paths are already imported on use.
+
+``common.paths.locate_bundle`` recognises the vendored copy and makes the exported folder the
+``bundle_root``.
+
+Weights (``models/*.pt``, not training checkpoints) are copied; files over ``max_file_mb`` (25 MB,
+the Model Zoo's limit) are left out of the folder and zip and listed in ``large_files.yml`` with
+their sha256 (and ``url_prefix + name`` when given), as Model Zoo bundles do.
+
+    python -m common.zoo.export bundles/btcv_finetune --output_dir dist [--url_prefix https://...] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import common
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(common.__file__).resolve().parent
+_CONFIG_MODULE_RE = re.compile(r"\bcommon(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+MAX_FILE_MB = 25.0
+
+
+def _module_file(name: str) -> Path | None:
+    """Source file of module ``common.x.y`` (package ``__init__`` or module file), or None."""
+    parts = name.split(".")[1:]
+    if not parts:
+        return PACKAGE_ROOT / "__init__.py"
+    rel = Path(*parts)
+    for candidate in (PACKAGE_ROOT / rel / "__init__.py", PACKAGE_ROOT / rel.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "common"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "common":
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # submodules imported by name
+    return found
+
+
+def used_modules(config_texts: list[str]) -> list[Path]:
+    """Source files of every ``common`` module the configs name, closed over their imports and parents."""
+    todo = {"common"}
+    for text in config_texts:
+        for dotted in _CONFIG_MODULE_RE.findall(text):
+            parts = dotted.split(".")
+            todo |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    files: set[Path] = set()
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        f = _module_file(name)
+        if f is None:
+            continue  # an attribute (class/function), not a module
+        files.add(f)
+        parts = name.split(".")
+        todo |= {".".join(parts[:i]) for i in range(1, len(parts))} | _imports_of(f)
+    for f in list(files):  # data files shipped with a package (e.g. the metadata schema)
+        files |= {p for p in f.parent.glob("*.json")}
+    return sorted(files)
+
+
+def _lazy_expression(expr: str) -> str:
+    """``$common.paths.locate_bundle(x)`` -> ``$pydoc.locate('common.paths.locate_bundle')(x)``.
+
+    ``pydoc.locate`` imports the module when the expression runs. (Not ``__import__``: MONAI treats
+    any ``$`` string containing "import" as a candidate import statement and parses it raw.)
+    """
+    return _CONFIG_MODULE_RE.sub(lambda m: f"pydoc.locate('{m.group(0)}')", expr)
+
+
+def lazy_common_imports(config: object) -> object:
+    """A config (dict/list/str tree) whose ``common`` imports happen when expressions run, not at parse."""
+    if isinstance(config, dict):
+        out = {}
+        for k, v in config.items():
+            if k == "imports" and isinstance(v, list):
+                v = [e for e in v if not re.match(r"^\$\s*(import|from)\s+common\b", str(e))] + ["$import pydoc"]
+            out[k] = lazy_common_imports(v)
+        return out
+    if isinstance(config, list):
+        return [lazy_common_imports(v) for v in config]
+    if isinstance(config, str) and config.startswith("$"):
+        return _lazy_expression(config)
+    return config
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_bundle(
+    bundle_dir: str | Path, output_dir: str | Path, url_prefix: str = "", max_file_mb: float = MAX_FILE_MB, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write ``<output_dir>/<name>/`` and ``<output_dir>/<name>.zip``; return both paths."""
+    src = Path(bundle_dir).resolve()
+    meta_path = src / "configs" / "metadata.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{src} is not a bundle: {meta_path} is missing")
+    name = json.loads(meta_path.read_text()).get("name") or src.name
+    out = Path(output_dir).resolve()
+    dest, zip_path = out / name, out / f"{name}.zip"
+    if (dest.exists() or zip_path.exists()) and not overwrite:
+        raise FileExistsError(f"{dest} or {zip_path} exists; pass --overwrite to replace them")
+    if dest.exists():
+        shutil.rmtree(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src / "configs", staging / "configs")
+    for item in ("docs", "LICENSE"):
+        if (src / item).is_dir():
+            shutil.copytree(src / item, staging / item)
+        elif (src / item).is_file():
+            shutil.copy2(src / item, staging / item)
+
+    large = []
+    models = src / "models"
+    for f in sorted(models.glob("*")) if models.is_dir() else []:
+        if not f.is_file():
+            continue  # checkpoints/ stays behind: training state, not a shareable model
+        if f.stat().st_size > max_file_mb * 1024**2:
+            large.append({"path": f"models/{f.name}", "url": f"{url_prefix.rstrip('/')}/{f.name}" if url_prefix else "", "hash_val": _sha256(f), "hash_type": "sha256"})
+            continue
+        (staging / "models").mkdir(exist_ok=True)
+        shutil.copy2(f, staging / "models" / f.name)
+    if large:
+        lines = ["large_files:"]
+        for e in large:
+            lines += [f'  - path: "{e["path"]}"', f'    url: "{e["url"]}"', f'    hash_val: "{e["hash_val"]}"', f'    hash_type: "{e["hash_type"]}"']
+        (staging / "large_files.yml").write_text("\n".join(lines) + "\n")
+
+    texts = [p.read_text() for p in (staging / "configs").glob("*.json")]
+    files = used_modules(texts)
+    for p in (staging / "configs").glob("*.json"):
+        config = json.loads(p.read_text())
+        if not p.name.startswith("datalist"):
+            p.write_text(json.dumps(lazy_common_imports(config), indent=4) + "\n")
+    for f in files:
+        target = staging / "common" / f.relative_to(PACKAGE_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    staging.rename(dest)
+    shutil.make_archive(str(zip_path.with_suffix("")), "zip", root_dir=out, base_dir=name)
+    logger.info(f"Exported {name}: {dest} ({len(files)} files of common, {len(large)} large files listed) and {zip_path}")
+    return dest, zip_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Export a bundle as a standalone folder + zip (vendored common code, Model Zoo large_files.yml).")
+    ap.add_argument("bundle", help="bundle folder, e.g. bundles/btcv_finetune")
+    ap.add_argument("--output_dir", default="dist")
+    ap.add_argument("--url_prefix", default="", help="where large weight files will be hosted (written to large_files.yml)")
+    ap.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB)
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dest, zip_path = export_bundle(args.bundle, args.output_dir, args.url_prefix, args.max_file_mb, args.overwrite)
+    print(json.dumps({"folder": str(dest), "zip": str(zip_path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""An exported bundle runs from another directory with its own copy of the common code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from common.zoo.export import PACKAGE_ROOT, export_bundle, used_modules
+from conftest import BUNDLES, assert_ok
+
+pytestmark = pytest.mark.slow
+
+TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4}
+
+
+def test_used_modules_follow_imports_from_the_configs():
+    files = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"'])}
+    assert "common/__init__.py" in files and "common/transforms/save.py" in files
+    assert "common/io.py" in files  # imported by common.transforms.save
+    assert not any(f.startswith(("common/experiments", "common/zoo", "common/masking")) for f in files)
+
+
+def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_root):
+    src = tmp_path / "src" / "btcv_finetune"
+    shutil.copytree(BUNDLES / "btcv_finetune", src, ignore=shutil.ignore_patterns("models", "eval", "runs"))
+    parser = ConfigParser()
+    parser.read_config(str(src / "configs" / "inference.json"))
+    parser.update({**TINY, "bundle_root": str(src)})
+    (src / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), src / "models" / "model.pt")
+    (src / "models" / "big_ensemble.pt").write_bytes(bytes(30 * 1024 * 1024))
+    (src / "models" / "checkpoints").mkdir()
+    (src / "models" / "checkpoints" / "checkpoint_4.pt").write_bytes(b"training state")
+
+    dest, zip_path = export_bundle(src, tmp_path / "dist", url_prefix="https://example.org/w")
+    assert (dest / "models" / "model.pt").is_file() and not (dest / "models" / "big_ensemble.pt").exists()
+    assert not (dest / "models" / "checkpoints").exists()
+    large = (dest / "large_files.yml").read_text()
+    assert 'path: "models/big_ensemble.pt"' in large and 'url: "https://example.org/w/big_ensemble.pt"' in large and "hash_type: \"sha256\"" in large
+    assert (dest / "common" / "transforms" / "save.py").is_file() and not (dest / "common" / "experiments").exists()
+    with zipfile.ZipFile(zip_path) as z:
+        names = set(z.namelist())
+    assert "btcv_finetune/configs/inference.json" in names and "btcv_finetune/common/paths.py" in names
+    with pytest.raises(FileExistsError):
+        export_bundle(src, tmp_path / "dist")
+
+    # run it from an unrelated folder as on a machine with only the requirements: -P keeps the working
+    # directory off sys.path, PYTHONPATH is cleared, and this checkout's editable-install finder is removed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    files = json.dumps([str(dest / "configs" / "inference.json"), str(dest / "configs" / "demo.json")])
+    overrides = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0,
+                 "run": ["$print('COMMON_FROM', pydoc.locate('common').__file__, 'ROOT', @bundle_root)", "$@evaluator.run()"]}
+    args = ["run", "--config_file", files]
+    for k, v in overrides.items():
+        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+    launcher = (
+        "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+        f"sys.argv = ['monai.bundle'] + {args!r}; runpy.run_module('monai.bundle', run_name='__main__')"
+    )
+    cmd = [sys.executable, "-P", "-c", launcher]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
+    assert f"COMMON_FROM {dest / 'common' / '__init__.py'} ROOT {dest}" in out
+    assert (dest / "eval" / "predictions" / "phantom_004_seg.nii.gz").is_file()
