@@ -37,10 +37,8 @@ def test_one_tiny_epoch_then_evaluate_and_infer(tmp_path, brats_root):
     assert_ok(run_bundle([TRAIN, DEMO, EVALUATE], o))
     assert (tmp_path / "eval" / "evaluation_metrics.csv").read_text().splitlines()[0] == "case,metric,TC,WT,ET,mean"
 
-    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1,
-           "feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "pixdim": [2.0, 2.0, 2.0],
-           "roi_size": [64, 64, 64], "sw_overlap": 0.25, "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE], inf))
+    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1, "num_workers": 0}
+    assert_ok(run_bundle([INFERENCE, DEMO], inf))
     src = nib.load(next(brats_root.glob("*/imagesTr/BRATS_phantom_002.nii.gz")))
     pred = nib.load(tmp_path / "eval" / "predictions" / "BRATS_phantom_002_seg.nii.gz")
     assert pred.shape == src.shape[:3] and np.allclose(pred.affine, src.affine)

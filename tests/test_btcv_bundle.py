@@ -64,10 +64,9 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert summary["metrics"]["val_mean_dice"]["mean"] == pytest.approx(best["value"], abs=1e-4)  # same model, same data
 
     # inference.json: label maps in the input's own grid and orientation (the phantoms are stored LPS/LAS/...)
-    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
-           "feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "pixdim": [3.0, 3.0, 3.0],
-           "roi_size": [64, 64, 64], "sw_overlap": 0.25, "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE], inf))
+    # demo.json sizes inference.json's network and spacing exactly as it did training's
+    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0}
+    assert_ok(run_bundle([INFERENCE, DEMO], inf))
     src = nib.load(next((phantom_root).glob("*/imagesTr/phantom_004.nii.gz")))
     pred_path = tmp_path / "eval" / "predictions" / "phantom_004_seg.nii.gz"
     pred = nib.load(pred_path)
@@ -75,9 +74,9 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= set(range(14))
     mtime = pred_path.stat().st_mtime_ns
-    out = assert_ok(run_bundle([INFERENCE], inf))  # existing predictions are kept
+    out = assert_ok(run_bundle([INFERENCE, DEMO], inf))  # existing predictions are kept
     assert "already have a prediction" in out and pred_path.stat().st_mtime_ns == mtime
-    assert_ok(run_bundle([INFERENCE], {**inf, "overwrite": True}))
+    assert_ok(run_bundle([INFERENCE, DEMO], {**inf, "overwrite": True}))
     assert pred_path.stat().st_mtime_ns != mtime
 
 
@@ -132,9 +131,8 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     liver = summary["metrics"]["val_mean_dice"]["per_class"]["liver"]["mean"]
     assert liver > 0.35 and dice[-1] > dice[0] + 0.03, (dice, liver)
 
-    inf = {"bundle_root": str(tmp_path), "datalist": str(datalist), "feature_size": 12, "network_def#depths": [1, 1, 1, 1],
-           "network_def#window_size": 4, "pixdim": [3.0, 3.0, 3.0], "roi_size": [64, 64, 64], "sw_overlap": 0.25, "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE], inf))
+    inf = {"bundle_root": str(tmp_path), "datalist": str(datalist), "num_workers": 0}
+    assert_ok(run_bundle([INFERENCE, DEMO], inf))
     src = nib.load(ct)
     pred = nib.load(tmp_path / "eval" / "predictions" / "example_ct_seg.nii.gz")
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine) and nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)

@@ -49,6 +49,11 @@ def test_inference_json_agrees_with_train_json(folder):
         if key in train.config:
             assert train[key] == infer[key], key
     assert train["network_def"] == infer["network_def"]
+    # demo.json is also an inference overlay: the demo model it trains is the one inference builds
+    train_demo, infer_demo = parser_for(folder, "train.json", "demo.json"), parser_for(folder, "inference.json", "demo.json")
+    for key in ("pixdim", "roi_size", "feature_size", "sw_overlap"):
+        assert train_demo[key] == infer_demo[key], key
+    assert train_demo["network_def"] == infer_demo["network_def"]
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ class SegmentationReport:
     Args:
         metrics: metric names as registered on the evaluator (e.g. ``["val_mean_dice", "val_nsd"]``).
         class_names: one name per metric column (foreground classes when background is excluded).
-        output_dir: folder for the CSV and JSON; ``None`` only logs and fills ``state.metrics``.
+        output_dir: folder for the CSV and JSON; ``None`` only logs (and writes TensorBoard).
         prefix: file name prefix (``"validation_"`` during training, ``""`` for evaluate.json).
         image_key: batch key whose ``filename_or_obj`` names the case.
         log_dir: TensorBoard folder for the per-class means (``None``: none).
@@ -102,12 +102,12 @@ class SegmentationReport:
                 col = values[:, j]
                 col = col[~torch.isnan(col)]
                 per_class[cls] = {
-                    "mean": _f(col.mean()) if col.numel() else None,
-                    "std": _f(col.std(unbiased=False)) if col.numel() else None,
-                    "median": _f(col.median()) if col.numel() else None,
+                    "mean": float(col.mean()) if col.numel() else None,
+                    "std": float(col.std(unbiased=False)) if col.numel() else None,
+                    "median": float(col.median()) if col.numel() else None,
                     "num_cases": int(col.numel()),
                 }
-                if col.numel() and self.log_dir and is_main_process():
+                if col.numel() and self.log_dir:  # shared_writer discards on ranks other than 0
                     shared_writer(self.log_dir).add_scalar(f"{name}/{cls}", per_class[cls]["mean"], engine.state.epoch)
             class_means = [v["mean"] for v in per_class.values() if v["mean"] is not None]
             summary[name] = {"mean": sum(class_means) / len(class_means) if class_means else None, "per_class": per_class}
@@ -129,10 +129,6 @@ class SegmentationReport:
         doc = {"num_cases": n, "cases": cases, "metrics": summary}
         atomic_write_text(self.output_dir / f"{self.prefix}summary.json", json.dumps(doc, indent=2) + "\n")
         logger.info(f"Wrote {self.output_dir / (self.prefix + 'metrics.csv')} and {self.prefix}summary.json ({n} cases)")
-
-
-def _f(x: torch.Tensor) -> float:
-    return float(x)
 
 
 def _fmt(x: torch.Tensor) -> str:

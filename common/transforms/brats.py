@@ -25,6 +25,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
+from common.transforms.checks import source_name
+
 #: label values making up (TC, WT, ET) in each numbering scheme.
 BRATS_REGION_LABELS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
     "msd": ((2, 3), (1, 2, 3), (3,)),
@@ -32,6 +34,13 @@ BRATS_REGION_LABELS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int
     "brats2023": ((1, 3), (1, 2, 3), (3,)),
 }
 BRATS_REGIONS = ("TC", "WT", "ET")
+
+
+def scheme_regions(scheme: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The (TC, WT, ET) label values of ``scheme``; an unknown scheme raises with the known ones."""
+    if scheme not in BRATS_REGION_LABELS:
+        raise ValueError(f"unknown BraTS label scheme {scheme!r}; choose one of {sorted(BRATS_REGION_LABELS)}")
+    return BRATS_REGION_LABELS[scheme]
 
 
 class BratsRegions(Transform):
@@ -42,11 +51,9 @@ class BratsRegions(Transform):
     """
 
     def __init__(self, scheme: str = "msd") -> None:
-        if scheme not in BRATS_REGION_LABELS:
-            raise ValueError(f"unknown BraTS label scheme {scheme!r}; choose one of {sorted(BRATS_REGION_LABELS)}")
         self.scheme = scheme
-        self.regions = BRATS_REGION_LABELS[scheme]
-        self.known = torch.tensor(sorted({0, *self.regions[1]}))
+        self.regions = [torch.tensor(r) for r in scheme_regions(scheme)]
+        self.known = torch.tensor(sorted({0, *scheme_regions(scheme)[1]}))
 
     def __call__(self, label: Any) -> torch.Tensor:
         lab = convert_to_tensor(label, track_meta=True)
@@ -58,7 +65,7 @@ class BratsRegions(Transform):
         unknown = torch.unique(lab[~torch.isin(lab, self.known.to(lab.device))])
         if unknown.numel():
             raise ValueError(f"label values {unknown.tolist()} are not part of the '{self.scheme}' BraTS numbering {self.known.tolist()}")
-        values = torch.stack([torch.isin(lab, torch.tensor(r, device=lab.device)) for r in self.regions])
+        values = torch.stack([torch.isin(lab, r.to(lab.device)) for r in self.regions])
         return values.float()
 
 
@@ -75,13 +82,8 @@ class BratsRegionsd(MapTransform):
             try:
                 d[key] = self.converter(d[key])
             except ValueError as e:
-                raise ValueError(f"{key} {_source(d[key])}: {e}") from e
+                raise ValueError(f"{key} '{source_name(d[key])}': {e}") from e
         return d
-
-
-def _source(x: Any) -> str:
-    meta = getattr(x, "meta", {}) or {}
-    return f"'{meta.get('filename_or_obj', '<in memory>')}'"
 
 
 class BratsRegionsToLabel(Transform):
@@ -94,9 +96,7 @@ class BratsRegionsToLabel(Transform):
     """
 
     def __init__(self, scheme: str = "msd") -> None:
-        if scheme not in BRATS_REGION_LABELS:
-            raise ValueError(f"unknown BraTS label scheme {scheme!r}; choose one of {sorted(BRATS_REGION_LABELS)}")
-        tc, wt, et = (set(r) for r in BRATS_REGION_LABELS[scheme])
+        tc, wt, et = (set(r) for r in scheme_regions(scheme))
         (self.et_value,) = et
         (self.core_value,) = tc - et
         (self.edema_value,) = wt - tc

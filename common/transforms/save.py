@@ -8,6 +8,7 @@ temporary name first.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -46,14 +47,16 @@ def pending_cases(
 
     Also refuses two inputs that would write the same output file (same case name in two folders).
     """
-    targets: dict[Path, str] = {}
+    sources: dict[Path, str] = {}
+    todo = []
     for it in items:
         src = it[image_key][0] if isinstance(it[image_key], (list, tuple)) else it[image_key]
         out = output_path(src, output_dir, postfix)
-        if out in targets:
-            raise ValueError(f"inputs '{targets[out]}' and '{src}' would both be written to {out}; rename one")
-        targets[out] = str(src)
-    todo = [it for it, out in zip(items, targets) if overwrite or not out.exists()]
+        if out in sources:
+            raise ValueError(f"inputs '{sources[out]}' and '{src}' would both be written to {out}; rename one")
+        sources[out] = str(src)
+        if overwrite or not out.exists():
+            todo.append(it)
     done = len(items) - len(todo)
     if done:
         logger.info(f"{done} of {len(items)} cases already have a prediction in {output_dir}: skipped (set overwrite=true to redo them).")
@@ -106,13 +109,11 @@ class SaveLabelMapd(MapTransform):
             img = nib.Nifti1Image(np.rint(array).astype(self.dtype), affine)
             img.set_qform(affine, code=1)
             img.set_sform(affine, code=1)
-            atomic_write(path, lambda f, img=img: f.write(img.to_bytes() if not str(path).endswith(".gz") else _gzip(img)))
+            data = img.to_bytes()
+            if path.name.endswith(".gz"):
+                data = gzip.compress(data, compresslevel=6)
+            atomic_write(path, lambda f, data=data: f.write(data))
             d[f"{key}_path"] = str(path)
             logger.info(f"Saved {path}")
         return d
 
-
-def _gzip(img: nib.Nifti1Image) -> bytes:
-    import gzip
-
-    return gzip.compress(img.to_bytes(), compresslevel=6)
