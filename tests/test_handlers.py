@@ -117,3 +117,18 @@ def test_reconstruction_panel_shows_prediction_only_inside_the_mask():
     orig, masked_in, m, rec = np.split(panel[0], 4, axis=1)
     assert np.array_equal(m > 0.5, mask[0, :, :, 8].numpy())
     assert np.allclose(rec[~(m > 0.5)], orig[~(m > 0.5)]) and not np.allclose(rec[m > 0.5], orig[m > 0.5])
+
+
+@pytest.mark.parametrize("max_epochs, expected", [(7, [3, 6, 7]), (6, [3, 6]), (1, [1])])
+def test_validation_runs_every_interval_and_after_the_last_epoch(max_epochs, expected):
+    from monai.engines import SupervisedEvaluator
+
+    from common.handlers import ValidationWithFinal
+
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=[{"image": torch.zeros(1, 1, 2, 2), "label": torch.zeros(1, 1, 2, 2)}], network=torch.nn.Identity())
+    validated = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: validated.append(e.state.epoch))  # the trainer's epoch
+    trainer = Engine(lambda e, b: None)
+    ValidationWithFinal(validator=evaluator, interval=3, epoch_level=True).attach(trainer)
+    trainer.run(range(2), max_epochs=max_epochs)
+    assert validated == expected

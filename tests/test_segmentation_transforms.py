@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.transforms import LoadImaged, Spacingd
 
 from common.data import take_fraction
 from common.transforms import (
@@ -17,8 +18,10 @@ from common.transforms import (
     CheckSegmentationCased,
     LoadImageCheckedd,
     SaveLabelMapd,
+    SpacingKeepExtrasd,
     pending_cases,
 )
+from conftest import real_data
 
 
 @pytest.mark.parametrize(
@@ -151,3 +154,15 @@ def test_thread_loader_raises_data_errors_instead_of_ending_early():
     assert seen == [0, 1, 2]
     good = CheckedThreadDataLoader(Dataset(list(range(5))), batch_size=2, num_workers=0, repeats=2)
     assert [b.tolist() for b in good] == [[0, 1], [0, 1], [2, 3], [2, 3], [4], [4]]
+
+
+def test_spacing_keeps_string_entries_named_like_meta_dicts():
+    """MONAI Label adds ``image_path`` (a string) to the data; MONAI's Spacingd calls .update() on it."""
+    path = str(real_data("msd_spleen_crop", "sub-spleen2_ct.nii.gz"))
+    d = LoadImaged("image", ensure_channel_first=True)({"image": path})
+    with pytest.raises(AttributeError):
+        Spacingd("image", pixdim=(3.0, 3.0, 3.0))({**d, "image_path": path})
+    spacing = SpacingKeepExtrasd("image", pixdim=(3.0, 3.0, 3.0))
+    out = spacing({**d, "image_path": path})
+    assert out["image_path"] == path and out["image"].pixdim.tolist() == pytest.approx([3.0, 3.0, 3.0])
+    assert spacing.inverse(out)["image"].shape == d["image"].shape  # still invertible (Invertd in postprocessing)

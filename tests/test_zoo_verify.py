@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from common.zoo.verify import main, verify_bundle
+from common.zoo.verify import ALL_CHECKS, main, verify_bundle
 from conftest import BUNDLES
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def test_every_bundle_passes_every_check(bundle):
     checks = {f.check for f in findings}
     assert {"files", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "torchscript"} <= checks
     if (bundle / "configs" / "inference.json").is_file():
-        assert "properties_infer" in checks
+        assert {"properties_infer", "monailabel"} <= checks
 
 
 def planted(tmp_path, edit):
@@ -69,3 +69,22 @@ def test_missing_files_and_unversioned_changelog(tmp_path):
     assert not findings["json"].ok and "broken.json" in findings["json"].detail
     assert not findings["changelog"].ok
     assert "net_in_out" not in findings  # network checks need the files to be right first
+
+
+def test_monailabel_contract_defects_are_caught(tmp_path):
+    """A train.json without an id MONAI Label overrides, a file writer it cannot drop, a plain Spacingd."""
+    bundle = planted(tmp_path, lambda m: None)
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    del train["validate"]["dataset"]
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    infer_path = bundle / "configs" / "inference.json"
+    text = infer_path.read_text().replace("common.transforms.SpacingKeepExtrasd", "Spacingd")
+    infer = json.loads(text)
+    infer["postprocessing"]["transforms"].append({"_target_": "SaveImage", "output_dir": "$@bundle_root"})
+    infer_path.write_text(json.dumps(infer))
+    only = ("files", "json", "metadata_schema", "changelog", "channel_def", "monailabel")
+    findings = {f.check: f for f in verify_bundle(bundle, quick=True, skip=tuple(c for c in ALL_CHECKS if c not in only))}
+    detail = findings["monailabel"].detail
+    assert not findings["monailabel"].ok
+    assert "train.json: no 'validate#dataset#data'" in detail
+    assert "postprocessing writes files (SaveImage)" in detail and "plain Spacingd" in detail

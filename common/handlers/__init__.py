@@ -1,5 +1,5 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
-reports, weight export, TensorBoard panels and scalars."""
+reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch."""
 
 from common.handlers.best_model import BestModelSaver
 from common.handlers.checkpoint import (
@@ -12,6 +12,7 @@ from common.handlers.checkpoint import (
 from common.handlers.export import PretrainedWeightsExporter
 from common.handlers.segmentation_report import SegmentationReport
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
+from common.handlers.validation import ValidationWithFinal
 from common.io import atomic_torch_save
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ResumeFromLatest",
     "ScalarsHandler",
     "SegmentationReport",
+    "ValidationWithFinal",
     "atomic_torch_save",
     "is_main_process",
     "latest_checkpoint",

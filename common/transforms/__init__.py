@@ -11,19 +11,21 @@ from common.transforms.brats import (
 from common.transforms.checks import CaseDataError, CheckSegmentationCased, source_name
 from common.transforms.io import ImageReadError, LoadImageCheckedd
 from common.transforms.save import SaveLabelMapd, case_name, output_path, pending_cases
+from common.transforms.spacing import SpacingKeepExtrasd
 
 __all__ = [
     "BRATS_REGIONS",
     "BRATS_REGION_LABELS",
     "BratsRegions",
-    "BratsRegionsd",
     "BratsRegionsToLabel",
     "BratsRegionsToLabeld",
+    "BratsRegionsd",
     "CaseDataError",
     "CheckSegmentationCased",
     "ImageReadError",
     "LoadImageCheckedd",
     "SaveLabelMapd",
+    "SpacingKeepExtrasd",
     "case_name",
     "output_path",
     "pending_cases",

@@ -18,7 +18,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import MapTransform
+from monai.transforms import SaveImaged
 
 from common.io import atomic_write
 from common.transforms.checks import source_name
@@ -63,8 +63,11 @@ def pending_cases(
     return todo
 
 
-class SaveLabelMapd(MapTransform):
+class SaveLabelMapd(SaveImaged):
     """Save ``(1, H, W, D)`` label maps (already inverted to the input's grid) as NIfTI with their affine.
+
+    A ``SaveImaged`` (same role in a bundle's ``postprocessing``, so MONAI Label's infer task, which
+    drops ``SaveImaged`` instances and writes the result itself, leaves it out), with its own write.
 
     Args:
         keys: prediction keys to save.
@@ -85,7 +88,7 @@ class SaveLabelMapd(MapTransform):
         overwrite: bool = False,
         source_key: str = "image",
     ) -> None:
-        super().__init__(keys)
+        super().__init__(keys, output_dir=output_dir, output_postfix=output_postfix, output_dtype=output_dtype, resample=False, separate_folder=False)
         self.output_dir = Path(output_dir)
         self.postfix = output_postfix
         self.dtype = np.dtype(output_dtype)

@@ -16,6 +16,8 @@ check                     what it asserts
 ``net_in_out``            MONAI's ``verify_net_in_out`` on ``network_def`` (inference.json, else train.json)
 ``properties_<type>``     ``ConfigWorkflow.check_properties`` for the train and inference workflows
 ``torchscript``           ``ckpt_export`` of randomly initialised weights: scripted, else traced (reported)
+``monailabel``            segmentation bundles: the keys MONAI Label's bundle tasks read and override exist,
+                          ``postprocessing`` writes no files, ``preprocessing`` runs on MONAI Label's data
 ========================  =================================================================
 
 Command (one bundle or several; exit code 1 if any check fails)::
@@ -44,7 +46,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
-ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "properties_infer", "torchscript")
+ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "properties_infer", "torchscript", "monailabel")
 #: Networks TorchScript cannot compile, and why (they are exported by tracing at the ROI size instead).
 NOT_SCRIPTABLE = {
     "SwinUNETR": "its blocks call torch.utils.checkpoint, whose **kwargs signature TorchScript cannot compile",
@@ -195,6 +197,53 @@ def check_torchscript(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]
     return [Finding("torchscript", False, f"{type(net).__name__} neither scripts nor traces: {' | '.join(errors)}")]
 
 
+#: What MONAI Label's ``BundleInferTask`` reads from inference.json and ``BundleTrainTask`` overrides in train.json.
+MONAILABEL_INFER_KEYS = ("bundle_root", "device", "network_def", "preprocessing", "postprocessing", "inferer")
+MONAILABEL_TRAIN_KEYS = ("bundle_root", "device", "network", "run", "train#trainer#max_epochs", "train#dataset#data", "train#handlers", "validate#dataset#data")
+
+
+def _transforms(compose: Any) -> list:
+    """The leaf transforms of a (nested) ``Compose``."""
+    inner = getattr(compose, "transforms", None)
+    if inner is None:
+        return [compose]
+    return [t for c in inner for t in _transforms(c)]
+
+
+def check_monailabel(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
+    """MONAI Label ``monaibundle`` app contract (see ``monailabel.tasks.{infer,train}.bundle``).
+
+    Its infer task runs ``preprocessing``, ``inferer`` and ``postprocessing`` minus ``SaveImaged``
+    (it writes the result itself), on a dict that also holds ``image_path`` (a string); its train task
+    overrides the train.json ids in :data:`MONAILABEL_TRAIN_KEYS` and loads ``models/model.pt`` into
+    ``@network``.
+    """
+    from monai.bundle import ConfigParser
+    from monai.transforms import SaveImaged, Spacingd
+
+    problems = []
+    for name, keys in (("inference.json", MONAILABEL_INFER_KEYS), ("train.json", MONAILABEL_TRAIN_KEYS)):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / name))
+        problems += [f"{name}: no '{k}'" for k in keys if k not in parser]
+        if name != "inference.json" or problems:
+            continue
+        parser.update({**overrides, "bundle_root": str(tmp)})
+        try:
+            post = _transforms(parser.get_parsed_content("postprocessing"))
+            pre = _transforms(parser.get_parsed_content("preprocessing"))
+        except Exception as e:
+            problems.append(f"{name}: pre/postprocessing cannot be built: {type(e).__name__}: {e}")
+            continue
+        writers = [type(t).__name__ for t in post if type(t).__name__.startswith("Save") and not isinstance(t, SaveImaged)]
+        if writers:
+            problems.append(f"{name}: postprocessing writes files ({', '.join(writers)}); MONAI Label filters only SaveImaged, keep writers out of it")
+        if any(type(t) is Spacingd for t in pre):
+            problems.append(f"{name}: plain Spacingd in preprocessing fails on MONAI Label's 'image_path' entry; use common.transforms.SpacingKeepExtrasd")
+    detail = "; ".join(problems) if problems else "inference/train keys present; postprocessing writes only through SaveImaged (dropped by MONAI Label); preprocessing takes its image_path entry"
+    return [Finding("monailabel", not problems, detail)]
+
+
 def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, ...] = ()) -> list[Finding]:
     """Run every check (except ``skip``) on one bundle folder; never raises for a bundle defect."""
     bundle = Path(bundle_dir)
@@ -224,6 +273,8 @@ def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, 
                 findings += [f for f in check_properties(bundle, overrides, tmp) if f.check not in skip]
             if "torchscript" not in skip:
                 findings += check_torchscript(bundle, overrides, tmp)
+            if "monailabel" not in skip and _predicts(meta):
+                findings += check_monailabel(bundle, overrides, tmp)
     return [f for f in findings if f.check not in skip]
 
 
