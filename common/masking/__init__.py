@@ -1,4 +1,4 @@
-"""Masking strategies for masked image modelling."""
+"""Masking strategies: SubFore's foreground subvolumes, MedContext's tube masks."""
 
 from common.masking.subvolume import (
     SubvolumeForegroundMasker,
@@ -7,5 +7,6 @@ from common.masking.subvolume import (
     hu_to_intensity,
     subvolume_means,
 )
+from common.masking.tube import masked_fraction, tube_mask
 
-__all__ = ["SubvolumeForegroundMasker", "SubvolumeMask", "expand_grid", "hu_to_intensity", "subvolume_means"]
+__all__ = ["SubvolumeForegroundMasker", "SubvolumeMask", "expand_grid", "hu_to_intensity", "masked_fraction", "subvolume_means", "tube_mask"]

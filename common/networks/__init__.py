@@ -1,5 +1,7 @@
-"""Network helpers: encoder definitions for exporting, and loading pretrained weights with a report."""
+"""Network helpers: encoder definitions for exporting, loading pretrained weights with a report, and
+MedContext's student/EMA-teacher wrapper."""
 
+from common.networks.medcontext import MedContextModel, MedContextOutput, find_patch_embedding
 from common.networks.pretrained import (
     LoadReport,
     PretrainedLoadError,
@@ -17,9 +19,12 @@ from common.networks.weights import (
 __all__ = [
     "ENCODER_PREFIXES",
     "LoadReport",
+    "MedContextModel",
+    "MedContextOutput",
     "PretrainedLoadError",
     "encoder_prefixes",
     "encoder_state_dict",
+    "find_patch_embedding",
     "load_pretrained",
     "read_state_dict",
     "unwrap",

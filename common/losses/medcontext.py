@@ -1,0 +1,47 @@
+"""MedContext's per-step loss: two supervised terms and the masked-context term.
+
+    L = S(student(x), y) + S(student(mask(x)), y) + beta * MSE(teacher(x), student(mask(x))) / ||teacher(x)||_2
+
+``S`` is the segmentation loss (DiceCE), ``MSE`` the mean over every logit, and ``||.||_2`` the
+Euclidean norm of the whole teacher logit tensor of the batch, as in the reference implementation.
+The teacher's logits carry no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.networks.medcontext import MedContextOutput
+
+
+def context_loss(teacher_logits: torch.Tensor, student_masked_logits: torch.Tensor) -> torch.Tensor:
+    """``MSE(teacher, student_masked) / ||teacher||_2`` over the batch; teacher detached. Shapes ``(B, K, ...)``."""
+    teacher = teacher_logits.detach().float()
+    return F.mse_loss(student_masked_logits.float(), teacher) / torch.linalg.vector_norm(teacher).clamp_min(1e-12)
+
+
+class MedContextLoss(nn.Module):
+    """Total MedContext loss from a :class:`MedContextOutput`; the three terms of the last call are in ``terms``.
+
+    Args:
+        seg_loss: supervised loss ``(logits, label) -> scalar`` (e.g. ``DiceCELoss``).
+        beta: weight of the context term (0.5 in the paper).
+    """
+
+    def __init__(self, seg_loss: nn.Module, beta: float = 0.5) -> None:
+        super().__init__()
+        self.seg_loss = seg_loss
+        self.beta = beta
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, output: MedContextOutput, target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, MedContextOutput):
+            raise TypeError(f"MedContextLoss needs the training output of MedContextModel, got {type(output).__name__}")
+        seg_clean = self.seg_loss(output.student, target)
+        seg_masked = self.seg_loss(output.student_masked, target)
+        context = context_loss(output.teacher, output.student_masked)
+        # detached tensors: converting here would synchronise the GPU every step; loggers call float()
+        self.terms = {"seg_clean": seg_clean.detach(), "seg_masked": seg_masked.detach(), "context": context.detach()}
+        return seg_clean + seg_masked + self.beta * context

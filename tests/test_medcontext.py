@@ -1,0 +1,180 @@
+"""MedContext's core rules, checked against the paper's/reference's equations on small tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.networks.nets import UNETR, SegResNet, SwinUNETR
+
+from common.engines import TeacherEMAUpdate, cosine_momentum
+from common.losses import MedContextLoss, context_loss
+from common.masking import tube_mask
+from common.networks import MedContextModel, MedContextOutput
+
+
+def tiny_unetr() -> UNETR:
+    return UNETR(1, 3, img_size=32, feature_size=4, hidden_size=32, mlp_dim=64, num_heads=2, proj_type="perceptron", res_block=True, conv_block=True)
+
+
+def tiny_segresnet() -> SegResNet:
+    return SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=(1, 1), blocks_up=(1,))
+
+
+# ---- tube mask -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.6, 1.0])
+def test_tube_mask_shape_ratio_and_tubes(ratio):
+    mask = tube_mask((6, 6, 6), ratio, batch_size=4, per_sample=True, generator=torch.Generator().manual_seed(0))
+    assert mask.shape == (4, 6, 6, 6) and mask.dtype == torch.bool
+    per_plane = mask.sum(dim=(2, 3))  # (B, D): masked in-plane positions at every index of the first axis
+    assert (per_plane == math.floor(ratio * 36)).all()
+    assert (mask == mask[:, :1]).all()  # identical along the first axis: tubes
+
+
+def test_tube_mask_one_per_batch_or_per_sample():
+    g = torch.Generator().manual_seed(1)
+    shared = tube_mask((6, 6, 6), 0.6, batch_size=3, generator=g)
+    assert (shared == shared[:1]).all()
+    own = tube_mask((6, 6, 6), 0.6, batch_size=3, per_sample=True, generator=g)
+    assert not (own == own[:1]).all()
+    with pytest.raises(ValueError, match="mask ratio"):
+        tube_mask((6, 6, 6), 1.5)
+
+
+# ---- EMA -----------------------------------------------------------------------------------------
+
+
+def test_teacher_update_is_the_ema_formula_tensor_by_tensor():
+    model = MedContextModel(tiny_segresnet())
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(torch.randn_like(p))  # student and teacher differ
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    student = {k: v.clone() for k, v in model.student.state_dict().items()}
+    m = 0.9
+    model.update_teacher(m)
+    after = model.teacher.state_dict()
+    params = {n for n, _ in model.teacher.named_parameters()}
+    for name in before:
+        expected = m * before[name] + (1 - m) * student[name] if name in params else student[name]  # buffers: copied
+        torch.testing.assert_close(after[name], expected)
+
+
+def test_teacher_gets_no_gradient_and_mask_token_does():
+    model = MedContextModel(tiny_unetr(), mask_ratio=0.6)
+    model.train()
+    out = model(torch.rand(2, 1, 32, 32, 32))
+    loss = MedContextLoss(lambda logits, y: logits.mean(), beta=0.5)(out, torch.zeros(1))
+    loss.backward()
+    assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
+    assert model.mask_token.grad is not None and model.mask_token.grad.abs().sum() > 0
+    assert {id(p) for p in model.student_parameters()} == {id(p) for p in model.student.parameters()} | {id(model.mask_token)}
+
+
+def test_momentum_schedule_start_middle_end():
+    total = 1000
+    assert cosine_momentum(0, total) == pytest.approx(0.996)
+    assert cosine_momentum(total // 2, total) == pytest.approx(0.998)  # 1 + 0.5 * (0.996 - 1) * (1 + cos(pi / 2))
+    assert cosine_momentum(total - 1, total) == pytest.approx(1.0 - 0.002 * (1 + math.cos(math.pi * 999 / 1000)))
+    assert 0.99999 < cosine_momentum(total - 1, total) < 1.0
+    assert [cosine_momentum(i, total) for i in (0, 250, 500, 750, 999)] == sorted(cosine_momentum(i, total) for i in (0, 250, 500, 750, 999))
+
+
+def run_ema(mode: str, epoch_length: int, max_epochs: int) -> list[float]:
+    model = MedContextModel(tiny_segresnet())
+    update = TeacherEMAUpdate(model, total_steps=epoch_length * max_epochs, mode=mode, warmup_epochs=50)
+    seen = []
+    engine = Engine(lambda e, b: None)
+    update.attach(engine)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(update.momentum))
+    engine.run(range(epoch_length), max_epochs=max_epochs)
+    return seen
+
+
+def test_ema_modes_global_iteration_and_reference():
+    seen = run_ema("global_iteration", epoch_length=3, max_epochs=2)
+    assert seen == [pytest.approx(cosine_momentum(i, 6)) for i in range(6)]  # every iteration, by global index
+    # the reference: once per epoch, indexed by the in-epoch batch index into a schedule with a 50-epoch warmup
+    # from 0; BTCV's 18 cases, 5000 epochs: m = 0.996 * 17 / (50 * 18 - 1) at every epoch
+    assert cosine_momentum(17, 18 * 5000, warmup_steps=50 * 18) == pytest.approx(0.996 * 17 / 899)
+    model = MedContextModel(tiny_segresnet())
+    update = TeacherEMAUpdate(model, total_steps=18 * 60, mode="epoch_end_batch_index", warmup_epochs=50)
+    engine = Engine(lambda e, b: None)
+    update.attach(engine)
+    applied = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: applied.append(update.momentum))
+    engine.run(range(18), max_epochs=2)
+    assert applied == [pytest.approx(0.996 * 17 / 899)] * 2
+
+
+# ---- masking inside the network ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, space", [(tiny_unetr, "token"), (tiny_segresnet, "input")])
+def test_masked_pass_batched_equals_separate_and_differs_from_clean(make, space):
+    torch.manual_seed(0)
+    model = MedContextModel(make(), mask_ratio=0.5)
+    assert model.mask_space == space
+    with torch.no_grad():
+        model.mask_token.normal_()
+    x = torch.rand(2, 1, 32, 32, 32)
+    mask = model.make_mask(x)
+    with torch.no_grad():
+        clean_b, masked_b = model._student_masked(x, mask, batched=True)
+        _, masked_s = model._student_masked(x, mask, batched=False)
+        clean_s = model.student(x)
+    torch.testing.assert_close(clean_b, clean_s, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(masked_b, masked_s, atol=1e-5, rtol=1e-4)
+    assert (masked_s - clean_s).abs().max() > 1e-4  # the mask changed the prediction
+    nothing = model.make_mask(x) & False
+    with torch.no_grad():
+        torch.testing.assert_close(model._student_masked(x, nothing, batched=False)[1], clean_s, atol=1e-5, rtol=1e-4)
+
+
+def test_input_mask_replaces_exactly_the_masked_cubes():
+    model = MedContextModel(tiny_segresnet(), mask_ratio=0.5, patch_size=16)
+    with torch.no_grad():
+        model.mask_token.fill_(-7.0)
+    x = torch.rand(2, 1, 32, 32, 32)
+    mask = model.make_mask(x)
+    out = model._mask_input(x, mask)
+    voxels = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).repeat_interleave(16, 3)[:, None]
+    assert (out[voxels] == -7.0).all() and torch.equal(out[~voxels], x[~voxels])
+
+
+def test_swinunetr_uses_input_masking_and_bad_roi_is_refused():
+    model = MedContextModel(SwinUNETR(in_channels=1, out_channels=3, feature_size=12, depths=(1, 1, 1, 1), window_size=4))
+    assert model.mask_space == "input"
+    with pytest.raises(ValueError, match="not divisible"):
+        model.make_mask(torch.rand(1, 1, 40, 32, 32))
+    with pytest.raises(ValueError, match="needs a ViT patch embedding"):
+        MedContextModel(tiny_segresnet(), mask_space="token")
+
+
+# ---- loss ----------------------------------------------------------------------------------------
+
+
+def test_each_loss_term_by_hand():
+    g = torch.Generator().manual_seed(0)
+    s, sm, t = (torch.randn(2, 3, 4, 4, 4, generator=g) for _ in range(3))
+    y = torch.randn(2, 3, 4, 4, 4, generator=g)
+    seg = lambda logits, target: ((logits - target) ** 2).sum() / 10.0  # noqa: E731  any supervised loss
+    out = MedContextOutput(s, sm, t, torch.zeros(2, 1, 1, 1, dtype=torch.bool))
+    loss_fn = MedContextLoss(seg, beta=0.5)
+    total = loss_fn(out, y)
+    by_hand_seg_clean = float(((s - y) ** 2).sum() / 10.0)
+    by_hand_seg_masked = float(((sm - y) ** 2).sum() / 10.0)
+    by_hand_context = float(((t - sm) ** 2).sum() / t.numel()) / math.sqrt(float((t**2).sum()))
+    assert float(loss_fn.terms["seg_clean"]) == pytest.approx(by_hand_seg_clean, rel=1e-5)
+    assert float(loss_fn.terms["seg_masked"]) == pytest.approx(by_hand_seg_masked, rel=1e-5)
+    assert float(loss_fn.terms["context"]) == pytest.approx(by_hand_context, rel=1e-5)
+    assert float(total) == pytest.approx(by_hand_seg_clean + by_hand_seg_masked + 0.5 * by_hand_context, rel=1e-5)
+    # the context term sends no gradient into the teacher's logits
+    t.requires_grad_(True)
+    sm.requires_grad_(True)
+    context_loss(t, sm).backward()
+    assert t.grad is None and sm.grad is not None
