@@ -162,7 +162,7 @@ def test_each_loss_term_by_hand():
     g = torch.Generator().manual_seed(0)
     s, sm, t = (torch.randn(2, 3, 4, 4, 4, generator=g) for _ in range(3))
     y = torch.randn(2, 3, 4, 4, 4, generator=g)
-    seg = lambda logits, target: ((logits - target) ** 2).sum() / 10.0  # noqa: E731  any supervised loss
+    seg = lambda logits, target: ((logits - target) ** 2).sum() / 10.0
     out = MedContextOutput(s, sm, t, torch.zeros(2, 1, 1, 1, dtype=torch.bool))
     loss_fn = MedContextLoss(seg, beta=0.5)
     total = loss_fn(out, y)

@@ -90,13 +90,16 @@ def check_report(report: dict, bundle: Path, labels: dict) -> None:
     assert report["reinfer_values_ok"]  # the trained model.pt loads back into the infer task
 
 
-def test_btcv_finetune_in_monailabel(monailabel_python, phantom_root, tmp_path):
+def test_btcv_finetune_in_monailabel(monailabel_python, tmp_path):
+    from common.data import ensure_phantom_dataset
+
     ct = real_data("msd_spleen_crop", "sub-spleen2_ct.nii.gz")
     app = tmp_path / "app"
     bundle = export_tiny("btcv_finetune", app, tmp_path)
     studies = tmp_path / "studies"
     link_case(studies, "spleen2.nii.gz", ct, ct.parent / "sub-spleen2_ct_seg-manual.nii.gz")  # manual label: 1 = spleen, as in BTCV
-    for case in sorted((phantom_root).glob("*/imagesTr/phantom_00[01].nii.gz")):
+    phantoms = ensure_phantom_dataset(tmp_path / "phantoms", num_cases=2, num_validation=0)
+    for case in sorted((phantoms / "imagesTr").glob("*.nii.gz")):
         link_case(studies, case.name, case, case.parent.parent / "labelsTr" / case.name)
     report = run_app(monailabel_python, app, "btcv_finetune", ct, studies, tmp_path)
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
