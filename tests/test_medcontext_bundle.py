@@ -69,3 +69,20 @@ def test_segresnet_on_real_ct_with_input_masking(tmp_path):
     assert_ok(run_bundle([*configs, CONFIGS / "evaluate.json"], overrides))
     rows = (root / "eval" / "evaluation_metrics.csv").read_text().splitlines()
     assert len(rows) >= 2 and "spleen" in rows[0]
+
+
+def test_two_process_training_keeps_one_teacher(tmp_path, phantom_root):
+    """multi_gpu_train.json under torchrun (gloo on CPU): both ranks step, rank 0 writes, teachers stay equal."""
+    root = tmp_path / "bundle"
+    data = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 2, "pixdim": [4.0, 4.0, 4.0]}
+    overrides = {**TINY_UNETR, **RUN, **data, "bundle_root": str(root), "num_steps": 4, "epoch_length": 2, "checkpoint_interval": 1,
+                 "finalize": ["$torch.save(@model.teacher.state_dict(), " + repr(str(tmp_path / "teacher_rank")) + " + str(torch.distributed.get_rank()) + '.pt')",
+                              "$torch.distributed.destroy_process_group()"]}
+    out = assert_ok(run_bundle([CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json"], overrides, torchrun=2))
+    assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, out[-3000:]  # both ranks trained to the end
+    assert out.count("Saved checkpoint") == 2  # rank 0 only, epochs 1 and 2
+    t0, t1 = (torch.load(tmp_path / f"teacher_rank{r}.pt", map_location="cpu") for r in (0, 1))
+    for k in t0:
+        torch.testing.assert_close(t0[k], t1[k])  # the EMA of a synchronised student is the same on every rank
+    student = torch.load(root / "models" / "model.pt", map_location="cpu")
+    assert any(not torch.equal(student[k], t0[k]) for k in t0)  # the teacher trails the student

@@ -119,8 +119,10 @@ class MedContextModel(nn.Module):
         if self._token_mask is None:
             return None
         mask, start = self._token_mask
-        masked = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens[start:])
-        return torch.cat([tokens[:start], masked]) if start else masked
+        if not start:
+            return torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        clean, rest = tokens.split([start, tokens.shape[0] - start])  # split: its backward is one cat, not two zero-filled copies
+        return torch.cat([clean, torch.where(mask[..., None], self.mask_token.to(tokens.dtype), rest)])
 
     def _mask_input(self, images: torch.Tensor, grid_mask: torch.Tensor) -> torch.Tensor:
         voxels = expand_grid(grid_mask, self.patch_size)
@@ -132,15 +134,18 @@ class MedContextModel(nn.Module):
         if self.mask_space == "input":
             masked_in = self._mask_input(images, grid_mask)
             if batched:
-                out = self.student(torch.cat([images, masked_in]))
-                return out[:b], out[b:]
+                clean, masked = self.student(torch.cat([images, masked_in])).split(b)
+                return clean, masked
             return None, self.student(masked_in)
         self._token_mask = (grid_mask.reshape(b, -1), b if batched else 0)
         try:
             out = self.student(torch.cat([images, images]) if batched else images)
         finally:
             self._token_mask = None
-        return (out[:b], out[b:]) if batched else (None, out)
+        if batched:
+            clean, masked = out.split(b)
+            return clean, masked
+        return None, out
 
     def make_mask(self, images: torch.Tensor) -> torch.Tensor:
         """A ``(B, Gd, Gh, Gw)`` tube mask for ``images`` ``(B, C, D, H, W)`` (sizes divisible by ``patch_size``)."""
