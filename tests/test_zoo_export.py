@@ -71,3 +71,11 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
     assert f"COMMON_FROM {dest / 'common' / '__init__.py'} ROOT {dest}" in out
     assert (dest / "eval" / "predictions" / "phantom_004_seg.nii.gz").is_file()
+
+    # with this checkout installed as well (editable finder present, as on a developer's machine), the
+    # bundle still imports its own copy: run() puts the bundle folder first on sys.path, and the
+    # editable finder comes after the path-based one
+    probe = ["$print('COMMON_FROM', pydoc.locate('common').__file__)"]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(dest / "configs" / "inference.json"), "--run", json.dumps(probe)]
+    out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
+    assert f"COMMON_FROM {dest / 'common' / '__init__.py'}" in out
