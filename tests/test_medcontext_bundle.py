@@ -1,4 +1,4 @@
-"""medcontext_unetr end to end with tiny networks: UNETR on the phantoms, SegResNet on a real CT.
+"""medcontext_unetr end to end with tiny networks (UNETR, SegResNet) on the phantoms and on a real CT.
 
 Each run trains through ``python -m monai.bundle run``; the loss must go down, student and teacher
 must be written (and the checkpoint must hold both), and evaluate.json (and inference.json for
@@ -41,6 +41,28 @@ def check_training(root, out: str) -> None:
     assert not any(k.startswith(("student.", "teacher.")) for k in student)  # plain layout: loads into network_def
 
 
+def real_ct_datalist(tmp_path):
+    ct = real_data("msd_spleen_crop", "sub-spleen2_ct.nii.gz")
+    case = {"image": str(ct), "label": str(ct.parent / "sub-spleen2_ct_seg-manual.nii.gz")}  # manual label: 1 = spleen, as in BTCV
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [case], "validation": [case]}))
+    return {"datalist": str(datalist), "pixdim": [3.0, 3.0, 3.0]}
+
+
+@pytest.mark.parametrize("network, data", [("segresnet", "phantoms"), ("unetr", "real_ct")])
+def test_other_network_and_data_pairs_train(network, data, tmp_path, phantom_root):
+    """The two pairs the other tests leave out: every network on both the embedded and the real data."""
+    root = tmp_path / "bundle"
+    if data == "phantoms":
+        source = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "pixdim": [4.0, 4.0, 4.0]}
+    else:
+        source = real_ct_datalist(tmp_path)
+    configs = [CONFIGS / "train.json"] + ([CONFIGS / "segresnet.json"] if network == "segresnet" else [])
+    tiny = TINY_SEGRESNET if network == "segresnet" else TINY_UNETR
+    out = assert_ok(run_bundle(configs, {**tiny, **RUN, **source, "bundle_root": str(root)}))
+    check_training(root, out)
+
+
 def test_unetr_on_phantoms_trains_evaluates_and_infers(tmp_path, phantom_root):
     root = tmp_path / "bundle"
     data = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "pixdim": [4.0, 4.0, 4.0]}
@@ -57,12 +79,8 @@ def test_unetr_on_phantoms_trains_evaluates_and_infers(tmp_path, phantom_root):
 
 
 def test_segresnet_on_real_ct_with_input_masking(tmp_path):
-    ct = real_data("msd_spleen_crop", "sub-spleen2_ct.nii.gz")
-    case = {"image": str(ct), "label": str(ct.parent / "sub-spleen2_ct_seg-manual.nii.gz")}  # manual label: 1 = spleen, as in BTCV
-    datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps({"training": [case], "validation": [case]}))
     root = tmp_path / "bundle"
-    overrides = {**TINY_SEGRESNET, **RUN, "datalist": str(datalist), "pixdim": [3.0, 3.0, 3.0], "bundle_root": str(root)}
+    overrides = {**TINY_SEGRESNET, **RUN, **real_ct_datalist(tmp_path), "bundle_root": str(root)}
     configs = [CONFIGS / "train.json", CONFIGS / "segresnet.json"]
     out = assert_ok(run_bundle(configs, overrides))
     check_training(root, out)
