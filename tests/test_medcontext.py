@@ -178,3 +178,23 @@ def test_each_loss_term_by_hand():
     sm.requires_grad_(True)
     context_loss(t, sm).backward()
     assert t.grad is None and sm.grad is not None
+
+
+def test_one_training_step_with_swinunetr():
+    """The trainer's pieces (model, loss, optimiser over student_parameters, EMA) on SwinUNETR."""
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    model = MedContextModel(SwinUNETR(in_channels=1, out_channels=3, feature_size=12, depths=(1, 1, 1, 1), window_size=4), mask_ratio=0.6)
+    model.train()
+    opt = torch.optim.AdamW(model.student_parameters(), lr=1e-3)
+    teacher_before = [p.clone() for p in model.teacher.parameters()]
+    x, y = torch.rand(1, 1, 64, 64, 64), torch.randint(0, 3, (1, 1, 64, 64, 64))  # SwinUNETR needs > 1 voxel at 1/32
+    loss_fn = MedContextLoss(DiceCELoss(to_onehot_y=True, softmax=True), beta=0.5)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    model.update_teacher(0.9)
+    assert torch.isfinite(loss) and float(loss_fn.terms["context"]) > 0
+    moved = [not torch.equal(a, b) for a, b in zip(teacher_before, model.teacher.parameters())]
+    assert any(moved)  # the teacher followed the updated student
