@@ -11,6 +11,7 @@ from monai.bundle import ConfigParser
 
 BTCV = BUNDLES / "btcv_finetune" / "configs"
 BRATS = BUNDLES / "brats_finetune" / "configs"
+MEDCONTEXT = BUNDLES / "medcontext_unetr" / "configs"
 TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "device": "$torch.device('cpu')"}
 
 
@@ -41,7 +42,7 @@ def test_btcv_preprocessing_matches_the_pretraining_bundle():
         assert pre[key] == down[key], key
 
 
-@pytest.mark.parametrize("folder", [BTCV, BRATS], ids=["btcv", "brats"])
+@pytest.mark.parametrize("folder", [BTCV, BRATS, MEDCONTEXT], ids=["btcv", "brats", "medcontext"])
 def test_inference_json_agrees_with_train_json(folder):
     train, infer = parser_for(folder, "train.json"), parser_for(folder, "inference.json")
     for key in ("pixdim", "roi_size", "in_channels", "class_names", "feature_size", "sw_overlap", "hu_window", "intensity_range", "label_scheme", "channel_names"):
@@ -114,3 +115,22 @@ def test_metadata_describes_the_output_channels(folder, channels):
         assert meta[key], key
     assert set(json.loads((folder / "multi_gpu_train.json").read_text())) - {"initialize", "finalize"} <= set(train.config) | {
         "train#sampler", "train#dataloader#sampler", "train#dataloader#shuffle", "validate#sampler", "validate#dataloader#sampler"}
+
+
+def test_medcontext_shares_btcv_data_metrics_and_outputs_except_documented_keys():
+    """medcontext_unetr repeats btcv_finetune's pipeline (a bundle must stand alone); only the
+    reference run's settings and the method's own pieces may differ."""
+    load = lambda b, f: json.loads((BUNDLES / b / "configs" / f).read_text())  # noqa: E731
+    btcv, mc = load("btcv_finetune", "train.json"), load("medcontext_unetr", "train.json")
+    for key in ("preprocessing_transforms", "intensity_transform", "inferer", "class_names", "hu_window", "label_values_in", "label_values_out"):
+        assert mc[key] == btcv[key], key
+    for key in ("files", "preprocessing", "postprocessing", "key_metric", "additional_metrics", "report", "dataset", "dataloader"):
+        assert mc["validate"][key] == btcv["validate"][key], key
+    assert mc["train"]["random_transforms"] == btcv["train"]["random_transforms"]
+    documented = {"pixdim": [1.5, 1.5, 2.0], "intensity_range": [0.0, 1.0], "num_samples": 4, "learning_rate": 1e-4, "weight_decay": 1e-5}
+    assert {k: mc[k] for k in documented} == documented
+    b_inf, m_inf = load("btcv_finetune", "inference.json"), load("medcontext_unetr", "inference.json")
+    for key in ("preprocessing", "postprocessing", "inferer", "dataloader", "handlers", "files"):
+        assert m_inf[key] == b_inf[key], key
+    assert m_inf["network_def"] == mc["network_def"] and m_inf["pixdim"] == mc["pixdim"]
+    assert load("medcontext_unetr", "evaluate.json")["validate#files"] == load("btcv_finetune", "evaluate.json")["validate#files"]
