@@ -28,6 +28,13 @@ from common.networks.weights import unwrap
 MODES = ("global_iteration", "epoch_end_batch_index")
 
 
+def linear_ramp_momentum(index: int, total_steps: int, start: float = 0.999, end: float = 0.9999, ramp_fraction: float = 0.25) -> float:
+    """AnatoMask's teacher decay: linear from ``start`` to ``end`` over the first ``ramp_fraction`` of
+    ``total_steps``, then ``end``."""
+    ramp = max(1, round(ramp_fraction * total_steps))
+    return end if index >= ramp else start + (end - start) * max(index, 0) / ramp
+
+
 def cosine_momentum(index: int, total_steps: int, base: float = 0.996, final: float = 1.0, warmup_steps: int = 0, warmup_start: float = 0.0) -> float:
     """Value ``index`` (0-based) of the momentum schedule of length ``total_steps`` (see the module docstring)."""
     if not 0 <= warmup_steps < total_steps:
@@ -48,9 +55,13 @@ class TeacherEMAUpdate:
         base, final: momentum at the start and the end.
         mode: ``"global_iteration"`` or ``"epoch_end_batch_index"`` (see the module docstring).
         warmup_epochs: for ``"epoch_end_batch_index"``: the reference's warmup, in epochs (50).
+        schedule: ``(index, total_steps) -> momentum`` used instead of the cosine in
+            ``"global_iteration"`` mode (e.g. :func:`linear_ramp_momentum`).
     """
 
-    def __init__(self, model, total_steps: int, base: float = 0.996, final: float = 1.0, mode: str = "global_iteration", warmup_epochs: int = 50) -> None:
+    def __init__(
+        self, model, total_steps: int, base: float = 0.996, final: float = 1.0, mode: str = "global_iteration", warmup_epochs: int = 50, schedule=None
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"ema mode must be one of {MODES}, got {mode!r}")
         self.model = model
@@ -58,6 +69,7 @@ class TeacherEMAUpdate:
         self.base, self.final = base, final
         self.mode = mode
         self.warmup_epochs = warmup_epochs
+        self.schedule = schedule
         self.momentum: float | None = None  # last value applied (for logging)
 
     def attach(self, engine: Engine) -> None:
@@ -65,6 +77,8 @@ class TeacherEMAUpdate:
         engine.add_event_handler(event, self)
 
     def momentum_at(self, engine: Engine) -> float:
+        if self.mode == "global_iteration" and self.schedule is not None:
+            return self.schedule(engine.state.iteration - 1, self.total_steps)
         if self.mode == "global_iteration":
             return cosine_momentum(engine.state.iteration - 1, self.total_steps, self.base, self.final)
         epoch_length = engine.state.epoch_length

@@ -7,5 +7,22 @@ from common.losses.masked_reconstruction import (
     unpack_target,
 )
 from common.losses.medcontext import MedContextLoss, context_loss
+from common.losses.patch_reconstruction import (
+    masked_patch_loss,
+    normalized_patches,
+    patchify,
+    per_patch_mse,
+)
 
-__all__ = ["MaskedReconstructionLoss", "MedContextLoss", "context_loss", "masked_l1", "pack_target", "unpack_target"]
+__all__ = [
+    "MaskedReconstructionLoss",
+    "MedContextLoss",
+    "context_loss",
+    "masked_l1",
+    "masked_patch_loss",
+    "normalized_patches",
+    "patchify",
+    "per_patch_mse",
+    "pack_target",
+    "unpack_target",
+]

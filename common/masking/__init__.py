@@ -1,5 +1,12 @@
-"""Masking strategies: SubFore's foreground subvolumes, MedContext's tube masks."""
+"""Masking strategies: SubFore's foreground subvolumes, MedContext's tube masks, AnatoMask's
+reconstruction-guided masks."""
 
+from common.masking.anatomask import (
+    anatomical_mask,
+    count_for_ratio,
+    random_patch_mask,
+    significance_ratio,
+)
 from common.masking.subvolume import (
     SubvolumeForegroundMasker,
     SubvolumeMask,
@@ -9,4 +16,16 @@ from common.masking.subvolume import (
 )
 from common.masking.tube import masked_fraction, tube_mask
 
-__all__ = ["SubvolumeForegroundMasker", "SubvolumeMask", "expand_grid", "hu_to_intensity", "masked_fraction", "subvolume_means", "tube_mask"]
+__all__ = [
+    "SubvolumeForegroundMasker",
+    "anatomical_mask",
+    "count_for_ratio",
+    "random_patch_mask",
+    "significance_ratio",
+    "SubvolumeMask",
+    "expand_grid",
+    "hu_to_intensity",
+    "masked_fraction",
+    "subvolume_means",
+    "tube_mask",
+]

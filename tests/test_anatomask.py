@@ -1,0 +1,116 @@
+"""AnatoMask's core rules from the paper: Algorithm 1, masking dynamics, normalised-target loss, teacher decay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from common.engines import linear_ramp_momentum
+from common.losses import masked_patch_loss, normalized_patches, patchify, per_patch_mse
+from common.masking import anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
+
+N = 392  # 112 x 112 x 128 in 16^3 patches: 7 x 7 x 8
+
+
+def setup(batch=4, gamma=0.6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    initial = random_patch_mask(batch, N, gamma, generator=g)
+    losses = torch.rand(batch, N, generator=g)
+    return initial, losses, g
+
+
+def test_random_mask_has_ceil_gamma_n_per_sample_and_differs_across_samples():
+    initial, _, _ = setup()
+    assert (initial.sum(1) == math.ceil(0.6 * N)).all()
+    assert len({tuple(row.nonzero().flatten().tolist()) for row in initial}) == 4
+
+
+@pytest.mark.parametrize("r_t", [0.0, 0.1, 0.25, 0.5])
+def test_final_mask_count_and_top_set_are_exact(r_t):
+    initial, losses, g = setup()
+    final = anatomical_mask(losses, initial, gamma=0.6, r_t=r_t, generator=g)
+    assert (final.sum(1) == math.ceil(0.6 * N)).all()  # exactly ceil(gamma * n) per sample
+    p = math.ceil(r_t * N)
+    for b in range(4):
+        ranked = sorted(initial[b].nonzero().flatten().tolist(), key=lambda i: -float(losses[b, i]))
+        top = set(ranked[:p])  # the p highest-loss patches among those the teacher reconstructed
+        assert top <= set(final[b].nonzero().flatten().tolist())
+        if p:
+            # nothing outside the top set beats its weakest member (among initially masked patches)
+            weakest = min(float(losses[b, i]) for i in top)
+            rest = [float(losses[b, i]) for i in ranked[p:]]
+            assert all(v <= weakest for v in rest)
+    assert len({tuple(row.nonzero().flatten().tolist()) for row in final}) == 4  # masks differ across samples
+
+
+def test_ascending_option_picks_the_lowest_losses():
+    initial, losses, g = setup()
+    p = math.ceil(0.5 * N)
+    final = anatomical_mask(losses, initial, gamma=0.6, r_t=0.5, descending=False, generator=g)
+    for b in range(4):
+        ranked = sorted(initial[b].nonzero().flatten().tolist(), key=lambda i: float(losses[b, i]))
+        assert set(ranked[:p]) <= set(final[b].nonzero().flatten().tolist())
+        assert not set(ranked[-5:]) & set(ranked[:p])
+
+
+def test_losses_outside_the_initial_mask_are_not_ranked():
+    """Only patches the teacher reconstructed have a loss: values elsewhere must not change the mask."""
+    initial, losses, _ = setup()
+    high = anatomical_mask(losses.masked_fill(~initial, 100.0), initial, 0.6, 0.5, generator=torch.Generator().manual_seed(5))
+    low = anatomical_mask(losses.masked_fill(~initial, -100.0), initial, 0.6, 0.5, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(high, low)
+    assert ((high & initial).sum(1) >= math.ceil(0.5 * N)).all()
+
+
+def test_masking_dynamics_easy_to_hard_and_hard_to_easy():
+    assert significance_ratio(0, 1000) == 0.0
+    assert significance_ratio(500, 1000) == pytest.approx(0.25)
+    assert significance_ratio(1000, 1000) == pytest.approx(0.5)
+    assert significance_ratio(0, 1000, r_start=0.5, r_end=0.0) == pytest.approx(0.5)  # hard-to-easy ablation
+    assert significance_ratio(1000, 1000, r_start=0.5, r_end=0.0) == pytest.approx(0.0)
+    assert count_for_ratio(0.3, 10) == 3  # float noise: 0.3 * 10 = 3.0000000000000004
+
+
+def test_teacher_decay_ramps_then_stays():
+    assert linear_ramp_momentum(0, 1000) == pytest.approx(0.999)
+    assert linear_ramp_momentum(125, 1000) == pytest.approx(0.99945)  # half-way through the first 25 %
+    assert linear_ramp_momentum(250, 1000) == pytest.approx(0.9999)
+    assert linear_ramp_momentum(999, 1000) == pytest.approx(0.9999)
+
+
+def test_normalised_target_loss_by_hand():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(1, 1, 4, 4, 2, generator=g)  # two 2^3 patches along W... (2, 2, 1) grid = 4 patches
+    prediction = torch.rand(1, 1, 4, 4, 2, generator=g)
+    p = 2
+    patches = patchify(images, p)
+    assert patches.shape == (1, 4, 8)
+    torch.testing.assert_close(patches[0, 0], images[0, 0, :2, :2, :2].reshape(-1))  # first patch in C order
+    by_hand = []
+    for k in range(4):
+        x = patches[0, k]
+        t = (x - x.mean()) / torch.sqrt(x.var() + 1e-6)  # mean 0, unit (unbiased) variance
+        by_hand.append(t)
+    targets = normalized_patches(images, p)[0]
+    torch.testing.assert_close(targets, torch.stack(by_hand))
+    assert targets.mean(dim=1).abs().max() < 1e-5
+    pred = patchify(prediction, p)[0]
+    per_patch = torch.stack([((pred[k] - by_hand[k]) ** 2).mean() for k in range(4)])
+    torch.testing.assert_close(per_patch_mse(prediction, images, p)[0], per_patch)
+    mask = torch.tensor([[True, False, True, False]])
+    assert float(masked_patch_loss(prediction, images, mask, p)) == pytest.approx(float((per_patch[0] + per_patch[2]) / 2), rel=1e-5)
+    # the reference's teacher comparison: raw, unnormalised patches
+    raw = torch.stack([((pred[k] - patches[0, k]) ** 2).mean() for k in range(4)])
+    torch.testing.assert_close(per_patch_mse(prediction, images, p, normalize=False)[0], raw)
+
+
+def test_bad_inputs_are_refused():
+    initial, losses, _ = setup()
+    with pytest.raises(ValueError, match="must both be"):
+        anatomical_mask(losses[:, :10], initial, 0.6, 0.5)
+    with pytest.raises(ValueError, match="initially masked"):
+        anatomical_mask(losses, torch.zeros_like(initial), 0.6, 0.5)
+    with pytest.raises(ValueError, match="not divisible"):
+        patchify(torch.rand(1, 1, 5, 4, 4), 2)
