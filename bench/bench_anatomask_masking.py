@@ -1,4 +1,4 @@
-"""AnatoMask mask generation (Algorithm 1): vectorized version against a per-sample NumPy loop; prints JSON.
+r"""AnatoMask mask generation (Algorithm 1): vectorized version against a per-sample NumPy loop; prints JSON.
 
 All draw the random initial mask, rank the initially masked patches by the teacher's per-patch loss,
 keep the top ``ceil(r_t * n)`` and fill randomly up to ``ceil(gamma * n)``, on the same losses:

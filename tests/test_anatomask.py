@@ -9,7 +9,12 @@ import torch
 
 from common.engines import linear_ramp_momentum
 from common.losses import masked_patch_loss, normalized_patches, patchify, per_patch_mse
-from common.masking import anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
+from common.masking import (
+    anatomical_mask,
+    count_for_ratio,
+    random_patch_mask,
+    significance_ratio,
+)
 
 N = 392  # 112 x 112 x 128 in 16^3 patches: 7 x 7 x 8
 
