@@ -119,3 +119,87 @@ def test_bad_inputs_are_refused():
         anatomical_mask(losses, torch.zeros_like(initial), 0.6, 0.5)
     with pytest.raises(ValueError, match="not divisible"):
         patchify(torch.rand(1, 1, 5, 4, 4), 2)
+
+
+# ---- SparK-style masked U-Net -------------------------------------------------------------------
+
+
+def tiny_dynunet(out_channels: int = 1):
+    from monai.networks.nets import DynUNet
+
+    return DynUNet(3, 1, out_channels, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2], upsample_kernel_size=[2] * 4,
+                   filters=[8, 16, 32, 64, 128], res_block=True, norm_name="instance")
+
+
+def perturb_masked(images: torch.Tensor, visible: torch.Tensor, p: int = 16) -> torch.Tensor:
+    voxels = visible.repeat_interleave(p, 1).repeat_interleave(p, 2).repeat_interleave(p, 3)[:, None]
+    out = images.clone()
+    out[~voxels] = torch.randn(int((~voxels).sum())) * 10.0
+    return out
+
+
+def test_masked_voxels_never_reach_visible_features_at_any_scale():
+    from common.networks import AnatoMaskModel
+
+    torch.manual_seed(0)
+    model = AnatoMaskModel(tiny_dynunet(), total_steps=10)
+    x = torch.rand(2, 1, 32, 32, 32)
+    visible = ~random_patch_mask(2, 8, 0.6, generator=torch.Generator().manual_seed(3)).view(2, 2, 2, 2)
+    x2 = perturb_masked(x, visible)
+    for net in (model.student, model.teacher):  # the teacher (a deep copy) masks with its own context
+        with torch.no_grad():
+            a, b = net.encode(x, visible), net.encode(x2, visible)
+        assert len(a) == 5 and [f.shape[2] for f in a] == [32, 16, 8, 4, 2]  # four downsamplings to 1/16
+        for fa, fb in zip(a, b):
+            m = net.context.visible  # cleared after the forward
+            assert m is None
+            torch.testing.assert_close(fa, fb, rtol=0, atol=0)
+    # the property is not vacuous: the plain (dense) U-Net's encoder does see the masked content
+    with torch.no_grad():
+        dense_a = model.network.input_block(x * 1.0)
+        dense_b = model.network.input_block(x2)
+    assert (dense_a - dense_b).abs().max() > 1e-3
+
+
+def test_anatomask_step_counts_masks_and_trains_only_the_student():
+    from common.losses import AnatoMaskLoss
+    from common.networks import AnatoMaskModel
+
+    torch.manual_seed(0)
+    model = AnatoMaskModel(tiny_dynunet(), total_steps=4, gamma=0.6)
+    model.train()
+    x = torch.rand(2, 1, 32, 32, 32)
+    out = model(x)
+    assert out.r_t == 0.0 and int(model.steps_done) == 1  # t = 0: random mask only
+    assert (out.mask.sum(1) == math.ceil(0.6 * 8)).all() and out.reconstruction.shape == x.shape
+    loss = AnatoMaskLoss()(out, x)
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is not None for p in model.student.mask_tokens)
+    model.steps_done.fill_(2)
+    assert model(x).r_t == pytest.approx(0.25)  # r_t = 0.5 * 2 / 4: the teacher ranks patches now
+    torch.optim.SGD(model.parameters(), lr=1.0).step()  # the student moves (gradients from the loss above)
+    before = [p.clone() for p in model.teacher.parameters()]
+    model.update_teacher(0.5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters()))
+    frozen = AnatoMaskModel(tiny_dynunet(), total_steps=4, teacher="random")
+    before = [p.clone() for p in frozen.teacher.parameters()]
+    frozen.update_teacher(0.5)
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.teacher.parameters()))  # the ablation's fixed teacher
+
+
+def test_pretrained_unet_loads_into_the_downstream_network():
+    from common.networks import AnatoMaskModel, load_pretrained
+
+    model = AnatoMaskModel(tiny_dynunet(), total_steps=4)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/anatomask.pt"
+        torch.save(model.network.state_dict(), path)
+        downstream = tiny_dynunet(out_channels=14)
+        report = load_pretrained(downstream, path)
+    encoder_keys = [k for k in downstream.state_dict() if k.startswith(("input_block", "downsamples", "bottleneck"))]
+    assert set(encoder_keys) <= set(report.loaded)  # every encoder tensor matched
+    assert any(k.startswith("upsamples") for k in report.loaded)  # and the decoder
+    assert report.skipped_shape and all(k.startswith("output_block") for k in report.skipped_shape)  # only the 1 -> 14 channel head differs

@@ -1,5 +1,6 @@
 """Losses that MONAI does not provide."""
 
+from common.losses.anatomask import AnatoMaskLoss
 from common.losses.masked_reconstruction import (
     MaskedReconstructionLoss,
     masked_l1,
@@ -15,14 +16,15 @@ from common.losses.patch_reconstruction import (
 )
 
 __all__ = [
+    "AnatoMaskLoss",
     "MaskedReconstructionLoss",
     "MedContextLoss",
     "context_loss",
     "masked_l1",
     "masked_patch_loss",
     "normalized_patches",
+    "pack_target",
     "patchify",
     "per_patch_mse",
-    "pack_target",
     "unpack_target",
 ]

@@ -1,7 +1,13 @@
 """Network helpers: encoder definitions for exporting, loading pretrained weights with a report, and
-MedContext's student/EMA-teacher wrapper."""
+MedContext's and AnatoMask's student/EMA-teacher wrappers, SparK-style masked U-Net."""
 
-from common.networks.medcontext import MedContextModel, MedContextOutput, find_patch_embedding
+from common.networks.anatomask import AnatoMaskModel, AnatoMaskOutput
+from common.networks.ema import ema_update_
+from common.networks.medcontext import (
+    MedContextModel,
+    MedContextOutput,
+    find_patch_embedding,
+)
 from common.networks.pretrained import (
     LoadReport,
     PretrainedLoadError,
@@ -9,6 +15,7 @@ from common.networks.pretrained import (
     read_state_dict,
     with_pretrained,
 )
+from common.networks.sparse_unet import MaskedInstanceNorm3d, SparKDynUNet
 from common.networks.weights import (
     ENCODER_PREFIXES,
     encoder_prefixes,
@@ -18,10 +25,15 @@ from common.networks.weights import (
 
 __all__ = [
     "ENCODER_PREFIXES",
+    "AnatoMaskModel",
+    "AnatoMaskOutput",
     "LoadReport",
+    "MaskedInstanceNorm3d",
     "MedContextModel",
     "MedContextOutput",
     "PretrainedLoadError",
+    "SparKDynUNet",
+    "ema_update_",
     "encoder_prefixes",
     "encoder_state_dict",
     "find_patch_embedding",

@@ -29,6 +29,7 @@ from torch import nn
 
 from common.masking.subvolume import expand_grid
 from common.masking.tube import tube_mask
+from common.networks.ema import ema_update_
 
 
 class MedContextOutput(NamedTuple):
@@ -167,12 +168,6 @@ class MedContextModel(nn.Module):
             teacher = self.teacher(images)
         return MedContextOutput(clean, masked, teacher, mask)
 
-    @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """``teacher = momentum * teacher + (1 - momentum) * student``, every parameter; buffers copied."""
-        t_params = list(self.teacher.parameters())
-        s_params = [p.detach() for p in self.student.parameters()]
-        torch._foreach_mul_(t_params, momentum)
-        torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
-        for t_buf, s_buf in zip(self.teacher.buffers(), self.student.buffers()):
-            t_buf.copy_(s_buf)
+        ema_update_(self.teacher, self.student, momentum)

@@ -67,7 +67,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = obj[key]
     if not isinstance(obj, Mapping):
         raise PretrainedLoadError(f"{path} does not hold a state_dict (got {type(obj).__name__})")
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return {(k.removeprefix("module.")): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:

@@ -1,0 +1,121 @@
+"""AnatoMask's student/teacher pair: the teacher's reconstruction loss picks the student's mask.
+
+One training forward (Algorithm 1 of the paper, all on the device, vectorized over the batch):
+
+1. a random mask of ratio ``gamma`` over the 16^3 patch grid;
+2. the EMA teacher reconstructs that masked input (no gradients) and its per-patch loss is computed
+   against per-patch normalised targets (``teacher_normalized_targets=False``: the reference code's
+   raw targets);
+3. :func:`common.masking.anatomical_mask` keeps the ``ceil(r_t n)`` highest-loss masked patches and
+   fills randomly to ``ceil(gamma n)``; ``r_t`` follows the masking dynamics over training;
+4. the student reconstructs the input under that final mask.
+
+The step counter that drives ``r_t`` is a buffer, so it is saved in checkpoints and a resumed run
+continues the schedule. ``teacher="random"`` keeps the teacher at its random initialisation (the
+paper's "no self-distillation" ablation row): :meth:`update_teacher` then does nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from common.losses.patch_reconstruction import per_patch_mse
+from common.masking.anatomask import (
+    anatomical_mask,
+    random_patch_mask,
+    significance_ratio,
+)
+from common.networks.ema import ema_update_
+from common.networks.sparse_unet import SparKDynUNet, visible_grid
+
+
+class AnatoMaskOutput(NamedTuple):
+    """Student reconstruction ``(B, C, D, H, W)``, final patch mask ``(B, n)`` bool, and ``r_t`` used."""
+
+    reconstruction: torch.Tensor
+    mask: torch.Tensor
+    r_t: float
+
+
+class AnatoMaskModel(nn.Module):
+    """Student and EMA teacher (:class:`SparKDynUNet` each) with AnatoMask's mask generation.
+
+    Args:
+        network: a ``DynUNet`` (residual blocks, strides ``[1, 2, 2, 2, 2]``).
+        total_steps: training steps ``T`` of the masking dynamics.
+        gamma: masking ratio (0.6).
+        r_start, r_end: ``r_0`` and ``r_T`` (0 and 0.5: easy-to-hard; swap for hard-to-easy).
+        descending: rank the highest teacher losses first (False: the "low significance" ablation).
+        teacher: ``"ema"`` (the method) or ``"random"`` (frozen random teacher, ablation).
+        teacher_normalized_targets: rank by the loss against normalised targets (default) or raw ones.
+        patch_size: mask patch edge (16).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        total_steps: int,
+        gamma: float = 0.6,
+        r_start: float = 0.0,
+        r_end: float = 0.5,
+        descending: bool = True,
+        teacher: str = "ema",
+        teacher_normalized_targets: bool = True,
+        patch_size: int = 16,
+    ) -> None:
+        super().__init__()
+        if teacher not in ("ema", "random"):
+            raise ValueError(f"teacher must be 'ema' or 'random', got {teacher!r}")
+        if not 0.0 <= max(r_start, r_end) <= gamma:
+            raise ValueError(f"r_start ({r_start}) and r_end ({r_end}) must lie in [0, gamma={gamma}]")
+        self.student = SparKDynUNet(network, patch_size)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.total_steps = total_steps
+        self.gamma, self.r_start, self.r_end = gamma, r_start, r_end
+        self.descending = descending
+        self.teacher_mode = teacher
+        self.teacher_normalized_targets = teacher_normalized_targets
+        self.patch_size = patch_size
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    @property
+    def network(self) -> nn.Module:
+        """The student's plain ``DynUNet`` (what is exported and fine-tuned downstream)."""
+        return self.student.network
+
+    def r_t(self) -> float:
+        return significance_ratio(int(self.steps_done), self.total_steps, self.r_start, self.r_end)
+
+    def make_mask(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Algorithm 1 for ``images`` ``(B, C, D, H, W)``: ``((B, n) bool final mask, r_t)``."""
+        grid = visible_grid(images, self.patch_size)
+        b, n = images.shape[0], grid[0] * grid[1] * grid[2]
+        initial = random_patch_mask(b, n, self.gamma, device=images.device)
+        r_t = self.r_t()
+        if r_t <= 0.0:  # nothing is chosen by loss: the teacher's pass would be wasted
+            return initial, r_t
+        with torch.no_grad():
+            reconstruction = self.teacher(images, ~initial.view(b, *grid))
+            losses = per_patch_mse(reconstruction, images, self.patch_size, normalize=self.teacher_normalized_targets)
+        return anatomical_mask(losses, initial, self.gamma, r_t, descending=self.descending), r_t
+
+    def forward(self, images: torch.Tensor) -> AnatoMaskOutput | torch.Tensor:
+        """Training: :class:`AnatoMaskOutput` (and one step counted). Evaluation: the plain network's output."""
+        if not self.training:
+            return self.network(images)
+        mask, r_t = self.make_mask(images)
+        grid = visible_grid(images, self.patch_size)
+        reconstruction = self.student(images, ~mask.view(images.shape[0], *grid))
+        self.steps_done += 1
+        return AnatoMaskOutput(reconstruction, mask, r_t)
+
+    def update_teacher(self, momentum: float) -> None:
+        if self.teacher_mode == "ema":
+            ema_update_(self.teacher, self.student, momentum)
+
