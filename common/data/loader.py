@@ -67,7 +67,20 @@ def buffered(source: Iterable, buffer_size: int = 1, timeout: float = 0.01) -> I
 
 
 class CheckedThreadDataLoader(ThreadDataLoader):
-    """Drop-in ``monai.data.ThreadDataLoader`` whose data errors propagate (same arguments)."""
+    """Drop-in ``monai.data.ThreadDataLoader`` whose data errors propagate (same arguments).
+
+    Also refuses a loader that would yield nothing (fewer samples than ``batch_size`` with
+    ``drop_last``): Ignite would otherwise "train" zero iterations with only a warning.
+    """
+
+    def __init__(self, dataset, *args: Any, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        sampler_len = len(self.sampler) if hasattr(self.sampler, "__len__") else None
+        if self.drop_last and self.batch_size and sampler_len is not None and sampler_len < self.batch_size:
+            raise ValueError(
+                f"the data loader has {sampler_len} samples but batch_size {self.batch_size} with drop_last: it would yield no batch; "
+                f"lower batch_size or add cases"
+            )
 
     def __iter__(self):
         for batch in buffered(super(ThreadDataLoader, self).__iter__(), self.buffer_size, self.buffer_timeout):

@@ -3,5 +3,13 @@
 from common.engines.ema import TeacherEMAUpdate, cosine_momentum, linear_ramp_momentum
 from common.engines.masked_batch import MaskedImageBatch
 from common.engines.schedule import epochs_for_steps
+from common.engines.self_target import SelfTargetBatch
 
-__all__ = ["MaskedImageBatch", "TeacherEMAUpdate", "cosine_momentum", "epochs_for_steps", "linear_ramp_momentum"]
+__all__ = [
+    "MaskedImageBatch",
+    "SelfTargetBatch",
+    "TeacherEMAUpdate",
+    "cosine_momentum",
+    "epochs_for_steps",
+    "linear_ramp_momentum",
+]

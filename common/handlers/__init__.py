@@ -1,5 +1,5 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
-reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch."""
+reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch, gradient clipping."""
 
 from common.handlers.best_model import BestModelSaver
 from common.handlers.checkpoint import (
@@ -10,6 +10,7 @@ from common.handlers.checkpoint import (
     list_checkpoints,
 )
 from common.handlers.export import PretrainedWeightsExporter
+from common.handlers.gradient_clipping import GradientClipping
 from common.handlers.segmentation_report import SegmentationReport
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
 from common.handlers.validation import ValidationWithFinal
@@ -18,6 +19,7 @@ from common.io import atomic_torch_save
 __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "GradientClipping",
     "PretrainedWeightsExporter",
     "ReconstructionImageHandler",
     "ResumeFromLatest",

@@ -95,6 +95,9 @@ class SparKDynUNet(nn.Module):
                 raise TypeError(f"SparKDynUNet needs a MONAI DynUNet; {type(network).__name__} has no '{name}'")
         self.network = network
         self.patch_size = patch_size
+        # the segmentation head is not used while pretraining (the reconstruction head replaces it); frozen,
+        # so DDP does not wait for its gradients
+        network.output_block.requires_grad_(False)
         self.context = SparseMaskContext()
         self.encoder = nn.ModuleList([network.input_block, *network.downsamples, network.bottleneck])
         for block in self.encoder:

@@ -17,6 +17,7 @@ from torch import nn
 ENCODER_PREFIXES: dict[str, tuple[str, ...]] = {
     "SwinUNETR": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."),
     "UNETR": ("vit.", "encoder1.", "encoder2.", "encoder3.", "encoder4."),
+    "DynUNet": ("input_block.", "downsamples.", "bottleneck."),
 }
 
 

@@ -149,7 +149,8 @@ def check_properties(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
     from monai.bundle import ConfigWorkflow
 
     findings = []
-    data = {"phantom_dir": str(tmp / "phantoms"), "num_phantoms": 2, "num_phantom_validation": 1, "cache_rate": 0.0, "num_workers": 0}
+    # 4 training phantoms: a full batch for every bundle's default batch size (drop_last loaders refuse fewer)
+    data = {"phantom_dir": str(tmp / "phantoms"), "num_phantoms": 5, "num_phantom_validation": 1, "cache_rate": 0.0, "num_workers": 0}
     for workflow_type, name in (("train", "train.json"), ("infer", "inference.json")):
         cfg = bundle / "configs" / name
         if not cfg.is_file():
