@@ -7,10 +7,10 @@ import re
 
 import pytest
 import torch
+from conftest import BUNDLES, assert_ok, real_data, run_bundle
 from monai.bundle import ConfigParser
 
 from common.networks import load_pretrained
-from conftest import BUNDLES, assert_ok, real_data, run_bundle
 
 pytestmark = pytest.mark.slow
 
