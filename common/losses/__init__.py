@@ -1,6 +1,7 @@
 """Losses that MONAI does not provide."""
 
 from common.losses.anatomask import AnatoMaskLoss
+from common.losses.contrastive import NTXentLoss, nt_xent
 from common.losses.masked_reconstruction import (
     MaskedReconstructionLoss,
     masked_l1,
@@ -19,9 +20,11 @@ __all__ = [
     "AnatoMaskLoss",
     "MaskedReconstructionLoss",
     "MedContextLoss",
+    "NTXentLoss",
     "context_loss",
     "masked_l1",
     "masked_patch_loss",
+    "nt_xent",
     "normalized_patches",
     "pack_target",
     "patchify",

@@ -44,10 +44,12 @@ class LoadReport:
     skipped_shape: list[str] = field(default_factory=list)  # name in both, shapes differ
     unused: list[str] = field(default_factory=list)  # in the file, not in the network
     missing: list[str] = field(default_factory=list)  # in the network, not loaded
+    prefix_map: tuple[str, str] | None = None  # (file prefix removed, network prefix added), when keys were re-prefixed
 
     def summary(self) -> str:
+        mapped = f" (keys mapped '{self.prefix_map[0]}*' -> '{self.prefix_map[1]}*')" if self.prefix_map else ""
         return (
-            f"{self.path}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} with another shape, "
+            f"{self.path}{mapped}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} with another shape, "
             f"{len(self.unused)} unused from the file, {len(self.missing)} network tensors left at initialisation"
         )
 
@@ -70,6 +72,44 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {(k.removeprefix("module.")): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
+def _prefixes(keys, depth: int = 2) -> set[str]:
+    """``""`` and every leading ``a.`` / ``a.b.`` of ``keys`` (candidate key prefixes)."""
+    found = {""}
+    for k in keys:
+        parts = k.split(".")
+        found |= {".".join(parts[:i]) + "." for i in range(1, min(depth, len(parts) - 1) + 1)}
+    return found
+
+
+def align_prefixes(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, str] | None]:
+    """Re-prefix ``source`` keys to match ``target`` best, by name and shape.
+
+    Checkpoints name the same tensors under different owners: CT-FM's ``backbone.conv_init.weight``
+    is ``encoder.conv_init.weight`` in ``SegResNetDS`` and ``conv_init.weight`` in a bare
+    ``SegResEncoder``. Every (remove, add) pair of leading prefixes is tried; the one with the most
+    name-and-shape matches wins (the keys as they are, on a tie). Returns the mapped dict and the pair,
+    or None when the keys are used as they are.
+    """
+
+    def score(strip: str, add: str) -> int:
+        n = 0
+        for k, v in source.items():
+            if k.startswith(strip):
+                t = target.get(add + k[len(strip):])
+                n += t is not None and t.shape == v.shape
+        return n
+
+    best, best_pair = score("", ""), None
+    for strip in _prefixes(source):
+        for add in _prefixes(target):
+            if (strip, add) != ("", "") and (s := score(strip, add)) > best:
+                best, best_pair = s, (strip, add)
+    if best_pair is None:
+        return dict(source), None
+    strip, add = best_pair
+    return {add + k[len(strip):]: v for k, v in source.items() if k.startswith(strip)}, best_pair
+
+
 def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Copy every tensor of ``path`` whose name and shape match ``network`` into it (in place).
 
@@ -79,9 +119,9 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
         PretrainedLoadError: unreadable file, or not a single tensor matched.
     """
     net = unwrap(network)
-    source = read_state_dict(path)
     target = net.state_dict()
-    report = LoadReport(path=str(path))
+    source, prefix_map = align_prefixes(read_state_dict(path), target)
+    report = LoadReport(path=str(path), prefix_map=prefix_map)
     report.skipped_shape = sorted(k for k, v in source.items() if k in target and target[k].shape != v.shape)
     report.unused = sorted(k for k in source if k not in target)
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}

@@ -1,0 +1,51 @@
+"""NT-Xent (SimCLR's normalised temperature-scaled cross entropy) with CT-FM's intra-sample negatives.
+
+CT-FM takes ``K`` crops per scan and two augmented views of each crop. For an anchor view, the
+positive is the other view of the same crop; the negatives are the views of the *other crops of the
+same scan* (``negatives="intra_sample"``, the reference), or of every other crop in the batch
+(``negatives="batch"``). With cosine similarities ``s`` and temperature ``tau``:
+
+    l(i) = -log( exp(s(i, pos(i)) / tau) / sum_{j != i} exp(s(i, j) / tau) )
+
+where ``j`` runs over the anchor's group (its scan's ``2K`` views, or the batch's ``2BK``), and the
+loss is the mean of ``l`` over every view.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEGATIVES = ("intra_sample", "batch")
+
+
+def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1, negatives: str = "intra_sample") -> torch.Tensor:
+    """NT-Xent for embeddings ``view1``, ``view2`` ``(B, K, D)``: ``K`` crops of each of ``B`` scans, two views each."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    if view1.shape != view2.shape or view1.dim() != 3:
+        raise ValueError(f"views must both be (B, K, D), got {tuple(view1.shape)} and {tuple(view2.shape)}")
+    if negatives == "batch":
+        view1, view2 = view1.reshape(1, -1, view1.shape[-1]), view2.reshape(1, -1, view2.shape[-1])
+    groups, k, _ = view1.shape
+    z = F.normalize(torch.cat([view1, view2], dim=1).float(), dim=-1)  # (G, 2K, D): views 1 then views 2
+    logits = z @ z.transpose(1, 2) / temperature  # (G, 2K, 2K)
+    eye = torch.eye(2 * k, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, float("-inf"))  # j != i
+    positive = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)]).to(z.device)  # the other view of the same crop
+    return F.cross_entropy(logits.reshape(groups * 2 * k, 2 * k), positive.repeat(groups))
+
+
+class NTXentLoss(nn.Module):
+    """:func:`nt_xent` as a module: ``forward((view1, view2), _)`` with each view ``(B, K, D)``."""
+
+    def __init__(self, temperature: float = 0.1, negatives: str = "intra_sample") -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        self.negatives = negatives
+
+    def forward(self, views: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor | None = None) -> torch.Tensor:
+        return nt_xent(views[0], views[1], self.temperature, self.negatives)
