@@ -7,18 +7,18 @@ rest of the engine (forward, AMP, backward, DDP, handlers) is MONAI's own.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from monai.data import MetaTensor
-from monai.engines.utils import PrepareBatch
 
+from common.engines.self_target import SelfTargetBatch
 from common.losses.masked_reconstruction import pack_target
 
 Masker = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class MaskedImageBatch(PrepareBatch):
+class MaskedImageBatch(SelfTargetBatch):
     """Return ``(masked_image, pack_target(image, mask))`` for the trainer.
 
     Args:
@@ -28,8 +28,8 @@ class MaskedImageBatch(PrepareBatch):
     """
 
     def __init__(self, masker: Masker, image_key: str = "image") -> None:
+        super().__init__(image_key)
         self.masker = masker
-        self.image_key = image_key
 
     def __call__(
         self,
@@ -38,11 +38,6 @@ class MaskedImageBatch(PrepareBatch):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.image_key not in batchdata:
-            raise KeyError(f"batch has no '{self.image_key}' key (keys: {sorted(batchdata)})")
-        images = batchdata[self.image_key]
-        if isinstance(images, MetaTensor):  # metadata is not needed past this point
-            images = images.as_tensor()
-        images = images.to(device=device, non_blocking=non_blocking, **kwargs)
+        images = self.images(batchdata, device, non_blocking, **kwargs)
         masked, voxel_mask = self.masker(images)
         return masked, pack_target(images, voxel_mask)
