@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,11 @@ def run_bundle(
     cmd = launcher + ["monai.bundle", "run", "--config_file", files] + args
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_losses(out: str) -> list[float]:
+    """The ``train_loss`` values a bundle run logged (StatsHandler lines), in order."""
+    return [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", out)]
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> str:

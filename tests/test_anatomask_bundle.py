@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
 from monai.bundle import ConfigParser
 
 from common.networks import load_pretrained
@@ -21,12 +20,8 @@ TINY = {
 }
 
 
-def losses(out: str) -> list[float]:
-    return [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", out)]
-
-
 def check_run(root, out: str) -> None:
-    seen = losses(out)
+    seen = train_losses(out)
     assert len(seen) == TINY["num_steps"], out[-3000:]
     assert sum(seen[-4:]) / 4 < sum(seen[:4]) / 4, seen  # the loss goes down
     assert "masking/r_t: 0.5" in out  # the masking dynamics reached r_T at the end

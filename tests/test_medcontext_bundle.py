@@ -8,11 +8,10 @@ UNETR) must run on the result.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +24,8 @@ RUN = {
 }
 
 
-def losses(out: str) -> list[float]:
-    return [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", out)]
-
-
 def check_training(root, out: str) -> None:
-    seen = losses(out)
+    seen = train_losses(out)
     assert len(seen) == RUN["num_steps"], out[-3000:]
     assert sum(seen[-4:]) / 4 < sum(seen[:4]) / 4, seen  # the loss goes down
     assert (root / "models" / "model.pt").is_file() and (root / "models" / "teacher.pt").is_file()
