@@ -18,14 +18,14 @@ from common.masking.tube import masked_fraction, tube_mask
 
 __all__ = [
     "SubvolumeForegroundMasker",
+    "SubvolumeMask",
     "anatomical_mask",
     "count_for_ratio",
-    "random_patch_mask",
-    "significance_ratio",
-    "SubvolumeMask",
     "expand_grid",
     "hu_to_intensity",
     "masked_fraction",
+    "random_patch_mask",
+    "significance_ratio",
     "subvolume_means",
     "tube_mask",
 ]

@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from common.masking.subset import random_subset
+
 
 def count_for_ratio(ratio: float, n: int) -> int:
     """``ceil(ratio * n)``, robust to float noise (``0.3 * 10`` is ``3.0000000000000004``)."""
@@ -37,10 +39,7 @@ def significance_ratio(step: int, total_steps: int, r_start: float = 0.0, r_end:
 
 def random_patch_mask(batch: int, n: int, gamma: float, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """``(batch, n)`` bool: ``ceil(gamma * n)`` uniformly random patches per sample."""
-    k = count_for_ratio(gamma, n)
-    scores = torch.rand(batch, n, generator=generator, device=device)
-    idx = scores.topk(k, dim=1).indices
-    return torch.zeros(batch, n, dtype=torch.bool, device=scores.device).scatter_(1, idx, True)
+    return random_subset(batch, n, count_for_ratio(gamma, n), generator=generator, device=device)
 
 
 def anatomical_mask(
@@ -78,8 +77,6 @@ def anatomical_mask(
     final = torch.zeros(b, n, dtype=torch.bool, device=patch_loss.device)
     if p:
         final.scatter_(1, key.topk(p, dim=1).indices, True)
-    fill = total - p
-    if fill:
-        scores = torch.rand(b, n, generator=generator, device=patch_loss.device).masked_fill(final, -1.0)  # G \ M_top
-        final.scatter_(1, scores.topk(fill, dim=1).indices, True)
+    if total > p:  # M_random: uniform over G \ M_top
+        final |= random_subset(b, n, total - p, generator=generator, exclude=final)
     return final

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from common.masking.subset import random_subset
+
 
 def tube_mask(
     grid: tuple[int, int, int],
@@ -39,10 +41,7 @@ def tube_mask(
     n_plane = h * w
     n_masked = math.floor(ratio * n_plane)
     rows = batch_size if per_sample else 1
-    # the n_masked smallest of iid uniform scores: a uniformly random subset of that size per row
-    scores = torch.rand(rows, n_plane, generator=generator, device=device)
-    ranks = scores.argsort(dim=1).argsort(dim=1)
-    plane = (ranks < n_masked).view(rows, 1, h, w)
+    plane = random_subset(rows, n_plane, n_masked, generator=generator, device=device).view(rows, 1, h, w)
     return plane.expand(batch_size, d, h, w)
 
 
