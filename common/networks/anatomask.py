@@ -17,7 +17,6 @@ paper's "no self-distillation" ablation row): :meth:`update_teacher` then does n
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 import torch
@@ -29,7 +28,7 @@ from common.masking.anatomask import (
     random_patch_mask,
     significance_ratio,
 )
-from common.networks.ema import ema_update_
+from common.networks.ema import ema_update_, frozen_copy
 from common.networks.sparse_unet import SparKDynUNet, visible_grid
 
 
@@ -73,9 +72,7 @@ class AnatoMaskModel(nn.Module):
         if not 0.0 <= max(r_start, r_end) <= gamma:
             raise ValueError(f"r_start ({r_start}) and r_end ({r_end}) must lie in [0, gamma={gamma}]")
         self.student = SparKDynUNet(network, patch_size)
-        self.teacher = copy.deepcopy(self.student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(self.student)
         self.total_steps = total_steps
         self.gamma, self.r_start, self.r_end = gamma, r_start, r_end
         self.descending = descending

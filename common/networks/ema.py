@@ -1,6 +1,8 @@
-"""In-place exponential moving average of one network's weights into another (EMA teachers)."""
+"""EMA teachers: a frozen copy of a network, and the in-place moving average of its weights."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -18,3 +20,11 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
         t_buf.copy_(s_buf)
+
+
+def frozen_copy(network: nn.Module) -> nn.Module:
+    """A deep copy of ``network`` whose parameters take no gradients (the teacher starts as the student)."""
+    teacher = copy.deepcopy(network)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher

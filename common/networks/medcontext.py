@@ -20,7 +20,6 @@ that matters.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -29,7 +28,7 @@ from torch import nn
 
 from common.masking.subvolume import expand_grid
 from common.masking.tube import tube_mask
-from common.networks.ema import ema_update_
+from common.networks.ema import ema_update_, frozen_copy
 
 
 class MedContextOutput(NamedTuple):
@@ -77,9 +76,7 @@ class MedContextModel(nn.Module):
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
         self.student = network
-        self.teacher = copy.deepcopy(network)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(network)
         self.mask_ratio = mask_ratio
         self.patch_size = patch_size
         self.per_sample_mask = per_sample_mask

@@ -125,8 +125,8 @@ class SparKDynUNet(nn.Module):
     def _in_channels(block: nn.Module) -> int:
         return int(next(m for m in block.modules() if isinstance(m, nn.Conv3d)).in_channels)
 
-    def encode(self, images: torch.Tensor, visible: torch.Tensor) -> list[torch.Tensor]:
-        """Masked encoder features, finest first; masked positions are zero at every scale."""
+    def _encode(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Masked encoder features (finest first) and the visible mask at each of their scales."""
         self.context.set(visible)
         try:
             x = images * self.context.mask_for(images)
@@ -134,15 +134,17 @@ class SparKDynUNet(nn.Module):
             for block in self.encoder:
                 x = block(x)
                 features.append(x)
+            masks = [self.context.mask_for(f) for f in features]  # cached by the hooks of this forward
         finally:
             self.context.set(None)
-        return features
+        return features, masks
+
+    def encode(self, images: torch.Tensor, visible: torch.Tensor) -> list[torch.Tensor]:
+        """Masked encoder features, finest first; masked positions are zero at every scale."""
+        return self._encode(images, visible)[0]
 
     def forward(self, images: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        features = self.encode(images, visible)
-        self.context.set(visible)
-        masks = [self.context.mask_for(f) for f in features]
-        self.context.set(None)
+        features, masks = self._encode(images, visible)
         dense = [conv(f * m + token * (1.0 - m)) for f, m, token, conv in zip(features, masks, self.mask_tokens, self.densify)]
         x = dense[-1]
         for up, skip in zip(self.network.upsamples, reversed(dense[:-1])):
