@@ -203,3 +203,17 @@ def test_pretrained_unet_loads_into_the_downstream_network():
     assert set(encoder_keys) <= set(report.loaded)  # every encoder tensor matched
     assert any(k.startswith("upsamples") for k in report.loaded)  # and the decoder
     assert report.skipped_shape and all(k.startswith("output_block") for k in report.skipped_shape)  # only the 1 -> 14 channel head differs
+
+
+def test_step_targets_are_the_normalised_patches_and_give_the_same_loss():
+    """The normalised targets are computed once per step and shared; the loss equals the one from images."""
+    from common.losses import AnatoMaskLoss
+    from common.networks import AnatoMaskModel
+
+    torch.manual_seed(0)
+    model = AnatoMaskModel(tiny_dynunet(), total_steps=4).train()
+    x = torch.rand(2, 1, 32, 32, 32)
+    out = model(x)
+    torch.testing.assert_close(out.targets, normalized_patches(x, 16))
+    from_images = masked_patch_loss(out.reconstruction, x, out.mask, 16)
+    torch.testing.assert_close(AnatoMaskLoss()(out, x), from_images)

@@ -12,6 +12,7 @@ from common.losses.medcontext import MedContextLoss, context_loss
 from common.losses.patch_reconstruction import (
     masked_patch_loss,
     normalized_patches,
+    patch_targets,
     patchify,
     per_patch_mse,
 )
@@ -24,9 +25,10 @@ __all__ = [
     "context_loss",
     "masked_l1",
     "masked_patch_loss",
-    "nt_xent",
     "normalized_patches",
+    "nt_xent",
     "pack_target",
+    "patch_targets",
     "patchify",
     "per_patch_mse",
     "unpack_target",

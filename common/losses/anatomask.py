@@ -20,4 +20,4 @@ class AnatoMaskLoss(nn.Module):
         # duck-typed: importing common.networks here would be circular (it uses this package's patch losses)
         if not (hasattr(output, "reconstruction") and hasattr(output, "mask")):
             raise TypeError(f"AnatoMaskLoss needs the training output of AnatoMaskModel, got {type(output).__name__}")
-        return masked_patch_loss(output.reconstruction, images, output.mask, self.patch_size, normalize=True)
+        return masked_patch_loss(output.reconstruction, images, output.mask, self.patch_size, normalize=True, targets=getattr(output, "targets", None))

@@ -28,14 +28,24 @@ def normalized_patches(images: torch.Tensor, p: int, eps: float = 1e-6) -> torch
     return (x - mean) / (var + eps).sqrt()
 
 
-def per_patch_mse(prediction: torch.Tensor, images: torch.Tensor, p: int, normalize: bool = True) -> torch.Tensor:
-    """``(B, n)`` mean squared error of every patch of ``prediction`` against (normalised) ``images``."""
-    target = normalized_patches(images, p) if normalize else patchify(images.float(), p)
+def patch_targets(images: torch.Tensor, p: int, normalize: bool = True) -> torch.Tensor:
+    """``(B, n, C * p^3)`` reconstruction targets: :func:`normalized_patches`, or the raw patches."""
+    return normalized_patches(images, p) if normalize else patchify(images.float(), p)
+
+
+def per_patch_mse(prediction: torch.Tensor, images: torch.Tensor, p: int, normalize: bool = True, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, n)`` mean squared error of every patch of ``prediction`` against (normalised) ``images``.
+
+    ``targets``: :func:`patch_targets` computed already (one step's teacher and student share them).
+    """
+    target = patch_targets(images, p, normalize) if targets is None else targets
     return (patchify(prediction.float(), p) - target).pow(2).mean(dim=-1)
 
 
-def masked_patch_loss(prediction: torch.Tensor, images: torch.Tensor, mask: torch.Tensor, p: int, normalize: bool = True) -> torch.Tensor:
+def masked_patch_loss(
+    prediction: torch.Tensor, images: torch.Tensor, mask: torch.Tensor, p: int, normalize: bool = True, targets: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean of :func:`per_patch_mse` over masked patches (``mask`` ``(B, n)`` bool); 0 if none is masked."""
-    losses = per_patch_mse(prediction, images, p, normalize)
+    losses = per_patch_mse(prediction, images, p, normalize, targets)
     weights = mask.to(losses.dtype)
     return (losses * weights).sum() / weights.sum().clamp_min(1.0)

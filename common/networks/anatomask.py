@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from common.losses.patch_reconstruction import per_patch_mse
+from common.losses.patch_reconstruction import normalized_patches, per_patch_mse
 from common.masking.anatomask import (
     anatomical_mask,
     random_patch_mask,
@@ -33,11 +33,13 @@ from common.networks.sparse_unet import SparKDynUNet, visible_grid
 
 
 class AnatoMaskOutput(NamedTuple):
-    """Student reconstruction ``(B, C, D, H, W)``, final patch mask ``(B, n)`` bool, and ``r_t`` used."""
+    """Student reconstruction ``(B, C, D, H, W)``, final patch mask ``(B, n)`` bool, ``r_t`` used, and the
+    per-patch normalised targets ``(B, n, C * p^3)`` (computed once per step for teacher and student)."""
 
     reconstruction: torch.Tensor
     mask: torch.Tensor
     r_t: float
+    targets: torch.Tensor
 
 
 class AnatoMaskModel(nn.Module):
@@ -89,8 +91,11 @@ class AnatoMaskModel(nn.Module):
     def r_t(self) -> float:
         return significance_ratio(int(self.steps_done), self.total_steps, self.r_start, self.r_end)
 
-    def make_mask(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Algorithm 1 for ``images`` ``(B, C, D, H, W)``: ``((B, n) bool final mask, r_t)``."""
+    def make_mask(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """Algorithm 1 for ``images`` ``(B, C, D, H, W)``: ``((B, n) bool final mask, r_t)``.
+
+        ``targets``: the step's normalised patch targets, reused for the teacher's ranking loss.
+        """
         grid = visible_grid(images, self.patch_size)
         b, n = images.shape[0], grid[0] * grid[1] * grid[2]
         initial = random_patch_mask(b, n, self.gamma, device=images.device)
@@ -99,18 +104,20 @@ class AnatoMaskModel(nn.Module):
             return initial, r_t
         with torch.no_grad():
             reconstruction = self.teacher(images, ~initial.view(b, *grid))
-            losses = per_patch_mse(reconstruction, images, self.patch_size, normalize=self.teacher_normalized_targets)
+            normalized = self.teacher_normalized_targets
+            losses = per_patch_mse(reconstruction, images, self.patch_size, normalize=normalized, targets=targets if normalized else None)
         return anatomical_mask(losses, initial, self.gamma, r_t, descending=self.descending), r_t
 
     def forward(self, images: torch.Tensor) -> AnatoMaskOutput | torch.Tensor:
         """Training: :class:`AnatoMaskOutput` (and one step counted). Evaluation: the plain network's output."""
         if not self.training:
             return self.network(images)
-        mask, r_t = self.make_mask(images)
+        targets = normalized_patches(images, self.patch_size)
+        mask, r_t = self.make_mask(images, targets)
         grid = visible_grid(images, self.patch_size)
         reconstruction = self.student(images, ~mask.view(images.shape[0], *grid))
         self.steps_done += 1
-        return AnatoMaskOutput(reconstruction, mask, r_t)
+        return AnatoMaskOutput(reconstruction, mask, r_t, targets)
 
     def update_teacher(self, momentum: float) -> None:
         if self.teacher_mode == "ema":
