@@ -29,6 +29,7 @@ from torch import nn
 from common.masking.subvolume import expand_grid
 from common.masking.tube import tube_mask
 from common.networks.ema import ema_update_, frozen_copy
+from common.networks.weights import input_channels
 
 
 class MedContextOutput(NamedTuple):
@@ -91,7 +92,7 @@ class MedContextModel(nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden))
             embedding.register_forward_hook(self._mask_tokens)
         else:
-            in_channels = self._in_channels(network)
+            in_channels = input_channels(network)
             self.mask_token = nn.Parameter(torch.zeros(1, in_channels, 1, 1, 1))
 
     @staticmethod
@@ -100,13 +101,6 @@ class MedContextModel(nn.Module):
         if isinstance(pos, torch.Tensor):
             return int(pos.shape[-1])
         raise ValueError(f"cannot tell the token width of {type(embedding).__name__} (no position_embeddings)")
-
-    @staticmethod
-    def _in_channels(network: nn.Module) -> int:
-        for m in network.modules():
-            if isinstance(m, nn.modules.conv._ConvNd):
-                return int(m.in_channels)
-        raise ValueError(f"cannot tell the input channels of {type(network).__name__}")
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         """What the optimiser trains: the student and the mask token (never the teacher)."""

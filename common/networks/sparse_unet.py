@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from common.masking.subvolume import expand_grid
+from common.networks.weights import input_channels
 
 
 class SparseMaskContext:
@@ -111,7 +112,7 @@ class SparKDynUNet(nn.Module):
         channels = [self._out_channels(block) for block in self.encoder]
         self.mask_tokens = nn.ParameterList([nn.Parameter(torch.zeros(1, c, 1, 1, 1)) for c in channels])
         self.densify = nn.ModuleList([nn.Conv3d(c, c, 3, padding=1) for c in channels])
-        in_channels = self._in_channels(network.input_block)
+        in_channels = input_channels(network.input_block)
         self.head = nn.Conv3d(channels[0], in_channels, 1)
         for token in self.mask_tokens:
             nn.init.trunc_normal_(token, std=0.02)
@@ -120,10 +121,6 @@ class SparKDynUNet(nn.Module):
     def _out_channels(block: nn.Module) -> int:
         convs = [m for m in block.modules() if isinstance(m, nn.Conv3d)]
         return int(convs[-1].out_channels) if convs else 0
-
-    @staticmethod
-    def _in_channels(block: nn.Module) -> int:
-        return int(next(m for m in block.modules() if isinstance(m, nn.Conv3d)).in_channels)
 
     def _encode(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Masked encoder features (finest first) and the visible mask at each of their scales."""

@@ -40,3 +40,11 @@ def encoder_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder tensors of ``network`` under their own key names (detached, on CPU)."""
     prefixes = encoder_prefixes(network)
     return {k: v.detach().cpu() for k, v in unwrap(network).state_dict().items() if k.startswith(prefixes)}
+
+
+def input_channels(network: nn.Module) -> int:
+    """Input channels of ``network``: those of its first convolution."""
+    for m in network.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return int(m.in_channels)
+    raise ValueError(f"cannot tell the input channels of {type(network).__name__} (no convolution)")
