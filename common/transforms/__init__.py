@@ -12,6 +12,8 @@ from common.transforms.checks import CaseDataError, CheckSegmentationCased, sour
 from common.transforms.io import ImageReadError, LoadImageCheckedd
 from common.transforms.save import SaveLabelMapd, case_name, output_path, pending_cases
 from common.transforms.spacing import SpacingKeepExtrasd
+from common.transforms.views import IntraSampleViewsd
+from common.transforms.windows import CT_WINDOWS, CTWindowsd
 
 __all__ = [
     "BRATS_REGIONS",
@@ -20,9 +22,12 @@ __all__ = [
     "BratsRegionsToLabel",
     "BratsRegionsToLabeld",
     "BratsRegionsd",
+    "CTWindowsd",
+    "CT_WINDOWS",
     "CaseDataError",
     "CheckSegmentationCased",
     "ImageReadError",
+    "IntraSampleViewsd",
     "LoadImageCheckedd",
     "SaveLabelMapd",
     "SpacingKeepExtrasd",

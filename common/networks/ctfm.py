@@ -1,0 +1,81 @@
+"""CT-FM's networks around MONAI's ``SegResEncoder``: the SimCLR projection model and the classifier.
+
+Both keep the encoder under the attribute ``encoder``, as ``SegResNetDS`` does, so the exported
+``encoder.*`` tensors load into the segmentation network, the classifier and the retrieval tool
+without renaming; CT-FM's own ``backbone.*`` checkpoints are re-prefixed by
+:func:`common.networks.load_pretrained`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pooled_features(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Global-average-pooled deepest feature map of ``encoder``: ``(N, C, D, H, W)`` -> ``(N, F)``
+    (``F = init_filters * 2**(levels-1)``, 512 for CT-FM)."""
+    deepest = encoder(images)[-1]
+    return deepest.mean(dim=(2, 3, 4))
+
+
+class PooledEncoder(nn.Module):
+    """``encoder`` followed by global average pooling: ``(N, C, D, H, W) -> (N, F)``; the retrieval embedder."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.encoder, images)
+
+
+class ProjectionHead(nn.Sequential):
+    """CT-FM's SimCLR head on pooled features: ``Linear(in, hidden), ReLU, Linear(hidden, out)``; ``(N, in) -> (N, out)``."""
+
+    def __init__(self, in_features: int = 512, hidden_features: int = 256, out_features: int = 128) -> None:
+        super().__init__(nn.Linear(in_features, hidden_features), nn.ReLU(inplace=True), nn.Linear(hidden_features, out_features))
+
+
+class ContrastiveModel(nn.Module):
+    """Encoder + projection head for intra-sample SimCLR.
+
+    ``forward(views)`` takes ``(B, 2, K, C, D, H, W)`` (two views of ``K`` crops of each of ``B`` scans,
+    :class:`common.transforms.IntraSampleViewsd`), runs all ``2BK`` views as one batch (so batch
+    normalisation sees every view) and returns the projections of view 1 and view 2, each ``(B, K, out)``,
+    the input of :class:`common.losses.NTXentLoss`. A plain batch ``(N, C, D, H, W)`` gives its
+    projections ``(N, out)`` (what the bundle verifier and TorchScript export see).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head if head is not None else ProjectionHead()
+
+    def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        if views.dim() == 5:
+            return self.head(pooled_features(self.encoder, views))
+        if views.dim() != 7 or views.shape[1] != 2:
+            raise ValueError(f"expected views of shape (B, 2, K, C, D, H, W), got {tuple(views.shape)}")
+        b, _, k = views.shape[:3]
+        z = self.head(pooled_features(self.encoder, views.flatten(0, 2)))  # (B*2*K, out)
+        z = z.view(b, 2, k, -1)
+        return z[:, 0], z[:, 1]
+
+
+class EncoderClassifier(nn.Module):
+    """Encoder + MLP head for (multi-label) classification: ``(B, C, D, H, W) -> (B, num_classes)`` logits.
+
+    The head is ``Linear(F, hidden), ReLU, Dropout, Linear(hidden, num_classes)`` on pooled features;
+    train it with ``BCEWithLogitsLoss``.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, in_features: int = 512, hidden_features: int = 256, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(
+            nn.Linear(in_features, hidden_features), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_features, num_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled_features(self.encoder, images))

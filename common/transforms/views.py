@@ -1,0 +1,80 @@
+"""CT-FM's intra-sample positives: ``K`` random crops of one scan, two augmented views of each.
+
+MONAI has the pieces (``RandSpatialCropSamples``, ``RandSpatialCrop(random_size=True)`` + ``Resize``
+for a per-axis random resized crop, ``RandFlip``, ``RandHistogramShift``, ``RandGaussianSmooth``) but
+not the grouping that NT-Xent with intra-sample negatives needs: which views belong to which crop of
+which scan. This transform keeps that grouping in the tensor layout, ``(2, K, C, D, H, W)``, so a
+batch is ``(B, 2, K, C, D, H, W)`` and the loss needs no bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, RandSpatialCropSamples
+
+
+def _plain(x: Any) -> torch.Tensor:
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+class IntraSampleViewsd(Randomizable, MapTransform):
+    """Replace ``data[key]`` ``(C, *spatial)`` by ``data[views_key]`` ``(2, K, C, *roi_size)``.
+
+    Args:
+        keys: the image key (one).
+        roi_size: crop size, e.g. CT-FM's ``(32, 128, 128)``; the image must be at least this large
+            (pad before, e.g. ``SpatialPadd``).
+        num_crops: ``K`` crops per scan (CT-FM: 15).
+        view_transform: applied independently to each crop twice (array transforms on ``(C, *roi_size)``,
+            keeping the size; random ones are reseeded from this transform's state).
+        views_key: output key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        roi_size: Sequence[int],
+        num_crops: int = 15,
+        view_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        views_key: str = "views",
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"IntraSampleViewsd takes one image key, got {self.keys}")
+        if num_crops < 2:
+            raise ValueError(f"num_crops must be >= 2 (the other crops are the negatives), got {num_crops}")
+        self.roi_size = tuple(int(s) for s in roi_size)
+        self.num_crops = num_crops
+        self.cropper = RandSpatialCropSamples(roi_size=self.roi_size, num_samples=num_crops, random_size=False)
+        self.view_transform = view_transform
+        self.views_key = views_key
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> IntraSampleViewsd:
+        super().set_random_state(seed, state)
+        self.cropper.set_random_state(state=self.R)
+        if isinstance(self.view_transform, Randomizable):
+            self.view_transform.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:  # the sub-transforms draw from self.R
+        pass
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.keys[0]
+        image = d.pop(key)
+        if isinstance(image, MetaTensor):
+            image = image.as_tensor()
+        small = [s for s, r in zip(image.shape[1:], self.roi_size) if s < r]
+        if small:
+            raise ValueError(f"IntraSampleViewsd: image '{key}' of spatial shape {tuple(image.shape[1:])} is smaller than roi_size {self.roi_size}; pad it first")
+        crops = self.cropper(image)
+        views = [[_plain(self.view_transform(c) if self.view_transform else c) for c in crops] for _ in range(2)]
+        d[self.views_key] = torch.stack([torch.stack(v) for v in views]).float()
+        return d
