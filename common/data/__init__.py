@@ -1,4 +1,4 @@
-"""Data: embedded synthetic CT and brain-tumour MRI phantoms, datalist resolution/validation, the
+"""Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the
 datalist CLI, seeded training subsets and an error-propagating thread loader."""
 
 from common.data.datalist import (
@@ -16,16 +16,20 @@ from common.data.phantoms import (
     generate_case,
 )
 from common.data.subset import take_fraction
+from common.data.triage_phantoms import TRIAGE_CLASSES, ensure_triage_phantom_dataset, generate_triage_case
 
 __all__ = [
     "BTCV_LABELS",
     "CheckedThreadDataLoader",
+    "TRIAGE_CLASSES",
     "DatalistError",
     "default_cache_dir",
     "ensure_brats_phantom_dataset",
     "ensure_phantom_dataset",
+    "ensure_triage_phantom_dataset",
     "generate_brats_case",
     "generate_case",
+    "generate_triage_case",
     "load_datalist",
     "resolve_cases",
     "select_fold",

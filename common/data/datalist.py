@@ -22,13 +22,14 @@ from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
 from common.data.phantoms import ensure_phantom_dataset
+from common.data.triage_phantoms import ensure_triage_phantom_dataset
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FILE_KEYS = ("image", "label")
-PHANTOM_KINDS = {"ct": ensure_phantom_dataset, "brats": ensure_brats_phantom_dataset}
-PHANTOM_NAMES = {"ct": "CT", "brats": "brain-tumour MRI"}
+PHANTOM_KINDS = {"ct": ensure_phantom_dataset, "brats": ensure_brats_phantom_dataset, "ct_triage": ensure_triage_phantom_dataset}
+PHANTOM_NAMES = {"ct": "CT", "brats": "brain-tumour MRI", "ct_triage": "CT triage (normal / haemorrhage)"}
 
 
 class DatalistError(ValueError):
@@ -49,10 +50,12 @@ def _resolve_entry(entry: object, base_dir: Path, where: str) -> dict:
         if key not in out:
             continue
         values = out[key] if isinstance(out[key], list) else [out[key]]
+        if key == "label" and values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue  # a class label (classification), not a file
         resolved = []
         for v in values:
             if not isinstance(v, str):
-                raise DatalistError(f"{where}: field '{key}' must be a path string, got {v!r}")
+                raise DatalistError(f"{where}: field '{key}' must be a path string{' or numbers (class labels)' if key == 'label' else ''}, got {v!r}")
             p = Path(v) if os.path.isabs(v) else base_dir / v
             if not p.is_file():
                 raise DatalistError(f"{where}: field '{key}' names a file that does not exist: {p}")

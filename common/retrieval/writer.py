@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 class EmbeddingIndexWriter:
-    """Add ``output[i][pred_key]`` under ``output[i][id_key]`` to the index at ``index_path``.
+    """Add each ``output[i][pred_key]`` under its ``batch[i][id_key]`` to the index at ``index_path``
+    (a ``SupervisedEvaluator`` with ``decollate=True``: ``state.batch`` and ``state.output`` are per-case lists).
 
     The index on disk (if any) is loaded at start and must have the same ``settings``; it is saved
     atomically every ``save_every`` cases and at the end, so an interrupted run keeps what it embedded.
@@ -43,10 +44,10 @@ class EmbeddingIndexWriter:
         self._added, self._start = 0, time.perf_counter()
 
     def add(self, engine: Engine) -> None:
-        for item in engine.state.output:
+        for item, output in zip(engine.state.batch, engine.state.output):
             if self.id_key not in item:
-                raise RetrievalError(f"engine output has no '{self.id_key}' (build the file list with common.retrieval.pending_cases)")
-            self.index.add(item[self.id_key], item[self.pred_key], item.get(self.source_key, ""))
+                raise RetrievalError(f"batch has no '{self.id_key}' (build the file list with common.retrieval.pending_cases)")
+            self.index.add(item[self.id_key], output[self.pred_key], item.get(self.source_key, ""))
             self._added += 1
             if self._added % self.save_every == 0:
                 self.save()

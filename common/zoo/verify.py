@@ -8,7 +8,8 @@ the installed requirements and the schema kept in this package (``metadata.schem
 check                     what it asserts
 ========================  =================================================================
 ``files``                 configs/metadata.json, train.json, multi_gpu_train.json, docs/README.md, LICENSE;
-                          inference.json and evaluate.json for bundles that predict (``pred`` output)
+                          inference.json and evaluate.json for bundles that predict (``pred`` output);
+                          inference-only bundles (no train.json, e.g. retrieval) need inference.json instead
 ``json``                  every ``configs/*.json`` parses
 ``metadata_schema``       metadata.json against the schema (field, type and pattern errors)
 ``changelog``             ``version`` is a key of ``changelog``
@@ -78,8 +79,14 @@ def _predicts(meta: dict) -> bool:
     return any(v.get("format") == "segmentation" for v in out.values() if isinstance(v, dict))
 
 
+def _inference_only(bundle: Path) -> bool:
+    """No train.json but an inference.json: a bundle that only applies weights (e.g. ctfm_retrieval)."""
+    return not (bundle / "configs" / "train.json").is_file() and (bundle / "configs" / "inference.json").is_file()
+
+
 def check_files(bundle: Path, meta: dict | None) -> list[Finding]:
-    required = ["configs/metadata.json", "configs/train.json", "configs/multi_gpu_train.json", "docs/README.md", "LICENSE"]
+    required = ["configs/metadata.json", "docs/README.md", "LICENSE"]
+    required += ["configs/inference.json"] if _inference_only(bundle) else ["configs/train.json", "configs/multi_gpu_train.json"]
     if meta is not None and _predicts(meta):
         required += ["configs/inference.json", "configs/evaluate.json"]
     missing = [r for r in required if not (bundle / r).is_file()]
@@ -128,6 +135,8 @@ def _overrides(bundle: Path, quick: bool, tmp: Path) -> dict:
     parser.read_config(str(_network_config(bundle)))
     target = str(parser["network_def"].get("_target_", "")).split(".")[-1]
     o: dict = {"bundle_root": str(tmp / "bundle_root"), "device": "$torch.device('cpu')"}
+    if "pretrained" in parser:  # the checks are structural: random weights, not a weights file the user has not placed yet
+        o["pretrained"] = ""
     if quick:
         o.update(QUICK_OVERRIDES.get(target, {}))
     return o
