@@ -1,4 +1,5 @@
-"""CT-FM's core rules: NT-Xent with intra-sample negatives (by hand), and loading CT-FM-layout checkpoints."""
+"""CT-FM's core rules: NT-Xent with intra-sample negatives (by hand), loading CT-FM-layout checkpoints, the view
+layout, CT windows, patch embeddings and the retrieval index."""
 
 from __future__ import annotations
 
@@ -8,9 +9,26 @@ import pytest
 import torch
 from monai.networks.nets import SegResNetDS
 from monai.networks.nets.segresnet_ds import SegResEncoder
+from monai.transforms import Compose, RandAxisFlip, RandGaussianNoise
 
 from common.losses import NTXentLoss, nt_xent
-from common.networks import load_pretrained
+from common.networks import (
+    ContrastiveModel,
+    EncoderClassifier,
+    PooledEncoder,
+    ProjectionHead,
+    load_pretrained,
+)
+from common.retrieval import (
+    EmbeddingIndex,
+    RetrievalError,
+    embed_scan,
+    patch_embeddings,
+    reduce_patches,
+    results_table,
+    write_results,
+)
+from common.transforms import CTWindowsd, IntraSampleViewsd
 
 
 def by_hand(views: list[torch.Tensor], pairs: dict[int, int], temperature: float) -> float:
@@ -69,3 +87,106 @@ def test_ctfm_checkpoint_layouts_load_into_segresnetds(tmp_path, prefix):
     assert set(report.loaded) == encoder_keys  # every encoder tensor matched, nothing else touched
     for k, v in encoder.state_dict().items():
         torch.testing.assert_close(net.state_dict()["encoder." + k], v)
+
+
+# --- networks, transforms and retrieval (common.networks.ctfm, common.transforms.views/windows, common.retrieval) ---
+
+TINY_ENCODER = {"spatial_dims": 3, "in_channels": 1, "init_filters": 4, "blocks_down": (1, 1, 1, 1, 1)}  # pooled features: 64
+
+
+def test_ctfm_checkpoint_loads_into_the_four_window_classifier_with_every_encoder_tensor(tmp_path):
+    encoder = SegResEncoder(**{**TINY_ENCODER, "init_filters": 8, "blocks_down": (1, 2, 2, 4, 4)})
+    torch.save({"state_dict": {"backbone." + k: v for k, v in encoder.state_dict().items()}}, tmp_path / "ctfm.pt")
+    clf = EncoderClassifier(SegResEncoder(**{**TINY_ENCODER, "in_channels": 4, "init_filters": 8, "blocks_down": (1, 2, 2, 4, 4)}), num_classes=3, in_features=128)
+    report = load_pretrained(clf, tmp_path / "ctfm.pt")
+    assert report.prefix_map == ("backbone.", "encoder.")
+    assert set(report.loaded) == {k for k in clf.state_dict() if k.startswith("encoder.")} and not report.skipped_shape
+    assert report.adapted == ["encoder.conv_init.weight"]  # 1 CT channel spread over the 4 windows
+    torch.testing.assert_close(clf.state_dict()["encoder.conv_init.weight"].sum(1, keepdim=True), encoder.state_dict()["conv_init.weight"])
+
+
+def test_contrastive_model_groups_views_by_scan_and_crop():
+    torch.manual_seed(0)
+    model = ContrastiveModel(SegResEncoder(**TINY_ENCODER), ProjectionHead(64, 32, 16)).eval()
+    views = torch.rand(2, 2, 3, 1, 16, 16, 16)  # B=2 scans, 2 views, K=3 crops
+    z1, z2 = model(views)
+    assert z1.shape == z2.shape == (2, 3, 16)
+    with torch.no_grad():  # view v of crop k of scan b is exactly the projection of that volume alone
+        torch.testing.assert_close(z2[1, 2], model(views[1, 1, 2][None])[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(z1[0, 1], model(views[0, 0, 1][None])[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="B, 2, K"):
+        model(torch.rand(2, 3, 3, 1, 16, 16, 16))
+
+
+def test_intra_sample_views_layout_and_augmentation():
+    image = torch.arange(40 * 48 * 44, dtype=torch.float32).reshape(1, 40, 48, 44)
+    plain = IntraSampleViewsd("image", roi_size=(8, 16, 16), num_crops=5)
+    plain.set_random_state(0)
+    out = plain({"image": image, "id": "a"})["views"]
+    assert out.shape == (2, 5, 1, 8, 16, 16) and "image" not in plain({"image": image})
+    torch.testing.assert_close(out[0], out[1])  # without augmentation the two views of a crop are the crop itself
+    firsts = {float(c.flatten()[0]) for c in out[0]}
+    assert len(firsts) == 5  # 5 different crops
+    for c in out[0]:  # each crop is a contiguous block of the image
+        v0 = int(c.flatten()[0])
+        z, rem = divmod(v0, 48 * 44)
+        y, x = divmod(rem, 44)
+        torch.testing.assert_close(c, image[:, z : z + 8, y : y + 16, x : x + 16])
+    aug = IntraSampleViewsd("image", (8, 16, 16), 5, Compose([RandAxisFlip(prob=1.0), RandGaussianNoise(prob=1.0)]))
+    aug.set_random_state(0)
+    views = aug({"image": image})["views"]
+    assert not torch.equal(views[0], views[1])  # the two views differ
+    with pytest.raises(ValueError, match="smaller than roi_size"):
+        plain({"image": torch.zeros(1, 4, 48, 44)})
+    with pytest.raises(ValueError, match="num_crops"):
+        IntraSampleViewsd("image", (8, 8, 8), num_crops=1)
+
+
+def test_ct_windows_by_hand():
+    hu = torch.tensor([-1000.0, 0.0, 40.0, 80.0, 600.0, 2000.0]).reshape(1, 1, 1, 6)
+    out = CTWindowsd("image", ["brain", "bone", (50, 100)])({"image": hu})["image"]
+    assert out.shape == (3, 1, 1, 6)
+    torch.testing.assert_close(out[0].flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0, 1.0]))  # level 40, width 80: [0, 80] HU
+    torch.testing.assert_close(out[1].flatten(), (hu.flatten() + 800).div(2800).clamp(0, 1))  # level 600, width 2800
+    torch.testing.assert_close(out[2].flatten(), torch.tensor([0.0, 0.0, 0.4, 0.8, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="unknown CT window"):
+        CTWindowsd("image", ["lung_typo"])
+
+
+def test_patch_embeddings_and_reductions():
+    torch.manual_seed(0)
+    embedder = PooledEncoder(SegResEncoder(**TINY_ENCODER)).eval()
+    image = torch.rand(1, 20, 40, 24)
+    with torch.no_grad():
+        feats = patch_embeddings(embedder, image, (16, 16, 16), batch_size=3)
+        assert feats.shape == (2 * 3 * 2, 64)  # ceil(20/16) x ceil(40/16) x ceil(24/16) patches, zero-padded at the far edges
+        first = embedder(image[None, :, :16, :16, :16])[0]
+        torch.testing.assert_close(feats[0], first, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(reduce_patches(feats, "min"), feats.min(0).values)
+    torch.testing.assert_close(reduce_patches(feats, "mean"), feats.mean(0))
+    torch.testing.assert_close(embed_scan(embedder, image, (16, 16, 16), "min"), feats.min(0).values, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="reduce"):
+        reduce_patches(feats, "max")
+
+
+def test_index_search_save_load_and_results(tmp_path):
+    index = EmbeddingIndex(settings={"reduce": "min"})
+    for name, vec in {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0]}.items():
+        index.add(name, torch.tensor(vec))
+    hits = index.search(torch.tensor([1.0, 0.1]), k=3)[0]  # cosines by hand: a 0.995, b 0.856, c 0.0995
+    assert [h[0] for h in hits] == ["a", "b", "c"]
+    assert hits[0][1] == pytest.approx(1 / math.sqrt(1.01), abs=1e-6)
+    assert [h[0] for h in index.search(index.embedding_of("a"), 2, exclude=["a"])[0]] == ["b", "c"]
+    with pytest.raises(RetrievalError, match="already in the index"):
+        index.add("a", torch.zeros(2))
+    index.save(tmp_path / "idx.pt")
+    loaded = EmbeddingIndex.load(tmp_path / "idx.pt")
+    assert loaded.case_ids == index.case_ids and loaded.settings == {"reduce": "min"}
+    rows = results_table(["q"], [hits])
+    write_results(rows, tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("q,1,a,0.995")
+    write_results(rows, tmp_path / "r.json")
+    with pytest.raises(RetrievalError, match="does not exist"):
+        EmbeddingIndex.load(tmp_path / "missing.pt")
+    with pytest.raises(RetrievalError, match=r"\.json or \.csv"):
+        write_results(rows, tmp_path / "r.txt")

@@ -39,10 +39,13 @@ def test_checkpoint_dicts_ddp_prefixes_and_shape_mismatches(tmp_path):
     # everything but the 1-channel reconstruction head ("out.*": 14 vs 1 channels) loads
     assert report.skipped_shape and all(k.startswith("out.") for k in report.skipped_shape)
     assert len(report.loaded) == len(net.state_dict()) - len(report.skipped_shape)
-    # 4-channel MRI network: the first convolutions differ in shape and are skipped, the rest loads
+    # 4-channel MRI network: the 1-channel first convolutions are spread over the 4 channels (/ 4), the rest loads as is
     brats = SwinUNETR(in_channels=4, out_channels=3, **TINY)
     report4 = load_pretrained(brats, tmp_path / "encoder.pt")
-    assert report4.skipped_shape and len(report4.loaded) == len(enc) - len(report4.skipped_shape) > 50
+    assert report4.adapted and not report4.skipped_shape and len(report4.loaded) == len(enc) > 50
+    for k in report4.adapted:
+        assert enc[k].shape[1] == 1 and brats.state_dict()[k].shape[1] == 4
+        torch.testing.assert_close(brats.state_dict()[k].sum(dim=1, keepdim=True), enc[k])  # same response to 4 identical channels
 
 
 def test_weights_with_no_matching_tensor_are_an_error(tmp_path):

@@ -16,7 +16,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from common.data.phantoms import GENERATOR_VERSION, cached_dataset, default_cache_dir, generate_case, to_nifti
+from common.data.phantoms import (
+    GENERATOR_VERSION,
+    cached_dataset,
+    default_cache_dir,
+    generate_case,
+    to_nifti,
+)
 
 logger = logging.getLogger(__name__)
 

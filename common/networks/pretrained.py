@@ -7,9 +7,10 @@ Accepts what this collection writes and what users usually have:
 - a raw SwinUNETR/UNETR ``state_dict``, also wrapped as ``{"state_dict": ...}`` or ``{"network": ...}``
   and with DDP's ``module.`` prefix.
 
-Tensors are matched by name and shape (MONAI's ``copy_model_state``). Tensors whose shape differs
-(e.g. a 4-channel first convolution against 1-channel weights, or another output head) are skipped
-and reported. Loading nothing is an error: that is always a wrong file or a wrong architecture, never
+Tensors are matched by name and shape (MONAI's ``copy_model_state``). A single-channel first-layer
+weight is spread over a network with more input channels (:func:`adapt_input_channels`: 1-channel CT
+weights into a 4-sequence MRI or 4-window CT network). Other tensors whose shape differs (e.g.
+another output head) are skipped and reported. Loading nothing is an error: that is always a wrong file or a wrong architecture, never
 something to train through silently.
 """
 
@@ -42,14 +43,16 @@ class LoadReport:
     path: str
     loaded: list[str] = field(default_factory=list)
     skipped_shape: list[str] = field(default_factory=list)  # name in both, shapes differ
+    adapted: list[str] = field(default_factory=list)  # single-channel input weights spread over the network's input channels
     unused: list[str] = field(default_factory=list)  # in the file, not in the network
     missing: list[str] = field(default_factory=list)  # in the network, not loaded
     prefix_map: tuple[str, str] | None = None  # (file prefix removed, network prefix added), when keys were re-prefixed
 
     def summary(self) -> str:
         mapped = f" (keys mapped '{self.prefix_map[0]}*' -> '{self.prefix_map[1]}*')" if self.prefix_map else ""
+        adapted = f" ({len(self.adapted)} adapted from 1 to more input channels)" if self.adapted else ""
         return (
-            f"{self.path}{mapped}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} with another shape, "
+            f"{self.path}{mapped}: loaded {len(self.loaded)} tensors{adapted}, skipped {len(self.skipped_shape)} with another shape, "
             f"{len(self.unused)} unused from the file, {len(self.missing)} network tensors left at initialisation"
         )
 
@@ -110,6 +113,19 @@ def align_prefixes(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
     return {add + k[len(strip):]: v for k, v in source.items() if k.startswith(strip)}, best_pair
 
 
+def adapt_input_channels(source: torch.Tensor, target_shape: torch.Size) -> torch.Tensor | None:
+    """A first-layer weight ``(out, 1, *k)`` spread over ``c`` input channels as ``(out, c, *k) / c``, or None.
+
+    Dividing by ``c`` keeps the layer's response when all channels carry the same image, the usual
+    way to start e.g. a 4-window CT classifier from single-channel CT weights.
+    """
+    if source.dim() < 3 or len(target_shape) != source.dim() or source.shape[1] != 1 or target_shape[1] == 1:
+        return None
+    if source.shape[0] != target_shape[0] or source.shape[2:] != target_shape[2:]:
+        return None
+    return source.repeat(1, target_shape[1], *([1] * (source.dim() - 2))) / target_shape[1]
+
+
 def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Copy every tensor of ``path`` whose name and shape match ``network`` into it (in place).
 
@@ -122,6 +138,10 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     target = net.state_dict()
     source, prefix_map = align_prefixes(read_state_dict(path), target)
     report = LoadReport(path=str(path), prefix_map=prefix_map)
+    for k, v in list(source.items()):
+        if k in target and target[k].shape != v.shape and (adapted := adapt_input_channels(v, target[k].shape)) is not None:
+            source[k] = adapted
+            report.adapted.append(k)
     report.skipped_shape = sorted(k for k, v in source.items() if k in target and target[k].shape != v.shape)
     report.unused = sorted(k for k in source if k not in target)
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}

@@ -3,8 +3,19 @@
 Command line (a thin front to the ``ctfm_retrieval`` bundle): ``python -m common.retrieval --help``.
 """
 
-from common.retrieval.embed import REDUCTIONS, PatchEmbeddingInferer, embed_scan, patch_embeddings, reduce_patches
-from common.retrieval.index import EmbeddingIndex, RetrievalError, results_table, write_results
+from common.retrieval.embed import (
+    REDUCTIONS,
+    PatchEmbeddingInferer,
+    embed_scan,
+    patch_embeddings,
+    reduce_patches,
+)
+from common.retrieval.index import (
+    EmbeddingIndex,
+    RetrievalError,
+    results_table,
+    write_results,
+)
 from common.retrieval.workflow import pending_cases, query, save_embedding
 from common.retrieval.writer import EmbeddingIndexWriter, existing_index
 

@@ -20,7 +20,12 @@ from torch import nn
 from common.io import atomic_torch_save
 from common.networks.weights import unwrap
 from common.retrieval.embed import embed_scan
-from common.retrieval.index import EmbeddingIndex, RetrievalError, results_table, write_results
+from common.retrieval.index import (
+    EmbeddingIndex,
+    RetrievalError,
+    results_table,
+    write_results,
+)
 from common.retrieval.writer import existing_index
 from common.transforms.save import case_name
 

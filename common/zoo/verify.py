@@ -25,7 +25,8 @@ Command (one bundle or several; exit code 1 if any check fails)::
 
     python -m common.zoo.verify bundles/btcv_finetune [bundles/...] [--quick] [--skip torchscript]
 
-``--quick`` shrinks SwinUNETR/UNETR (``feature_size`` 12, one block per stage) so the network
+``--quick`` shrinks SwinUNETR/UNETR (``feature_size`` 12, one block per stage) and the CT-FM
+SegResEncoder networks (one block per level, same widths) so the network
 checks take seconds on a CPU; the checks themselves are the same.
 """
 
@@ -56,6 +57,7 @@ NOT_SCRIPTABLE = {
 QUICK_OVERRIDES = {
     "SwinUNETR": {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4},
     "UNETR": {"network_def#hidden_size": 96, "network_def#mlp_dim": 192, "network_def#num_heads": 4, "network_def#feature_size": 8},
+    **dict.fromkeys(("SegResNetDS", "ContrastiveModel", "EncoderClassifier", "PooledEncoder"), {"blocks_down": [1, 1, 1, 1, 1]}),
 }
 
 
