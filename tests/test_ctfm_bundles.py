@@ -13,7 +13,7 @@ import torch
 from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
 from monai.bundle import ConfigParser
 
-from common.retrieval import EmbeddingIndex, embed_scan
+from common.retrieval import EmbeddingIndex, RetrievalError, embed_scan, pending_cases
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +88,8 @@ def test_retrieval_index_resume_and_queries(tmp_path, phantom_root, pretrained):
     assert [r["rank"] for r in rows] == ["1", "2", "3"] * 2
     assert rows[0]["query"] == index.case_ids[0] and rows[0]["case_id"] != index.case_ids[0]  # a case query leaves itself out
     assert rows[3]["case_id"] == index.case_ids[2] and float(rows[3]["cosine"]) == pytest.approx(1.0, abs=1e-5)  # a scan finds itself
-    bad = run_bundle(configs("ctfm_retrieval", "inference.json"), {**common, "reduce": "mean"})
-    assert bad.returncode != 0 and "was built with" in bad.stdout + bad.stderr  # no silent mixing of settings
+    with pytest.raises(RetrievalError, match="was built with"):  # an index is never silently mixed across settings
+        pending_cases([{"image": image}], root / "eval" / "embeddings.pt", {**index.settings, "reduce": "mean"})
 
 
 REAL_SCANS = {
