@@ -132,3 +132,13 @@ def test_ctfm_weights_separate_ct_from_mri():
     for name in images:
         nearest = index.search(index.embedding_of(name), k=1, exclude=[name])[0][0][0]
         assert modality[nearest] == modality[name], (name, nearest)
+
+
+def test_two_process_pretraining(tmp_path, phantom_root):
+    """multi_gpu_train.json under torchrun (gloo on CPU; SyncBatchNorm only on CUDA): both ranks step, rank 0 alone exports."""
+    root = tmp_path / "ddp"
+    overrides = {**TINY_ENCODER, **TINY_DATA, "crop_size": [16, 32, 32], "num_crops": 3, "batch_size": 1, "num_steps": 2, "epoch_length": 2,
+                 "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root)}
+    out = assert_ok(run_bundle(configs("ctfm_pretrain", "train.json", "multi_gpu_train.json"), overrides, torchrun=2))
+    assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, out[-3000:]
+    assert out.count("Exported ") == 1 and (root / "models" / "encoder.pt").is_file()
