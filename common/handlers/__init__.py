@@ -1,5 +1,6 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
-reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch, gradient clipping."""
+reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch, gradient clipping,
+stopping (or skipping) non-finite losses."""
 
 from common.handlers.best_model import BestModelSaver
 from common.handlers.checkpoint import (
@@ -11,6 +12,7 @@ from common.handlers.checkpoint import (
 )
 from common.handlers.export import PretrainedWeightsExporter
 from common.handlers.gradient_clipping import GradientClipping
+from common.handlers.nonfinite import NonFiniteLossError, NonFiniteLossGuard, batch_cases
 from common.handlers.segmentation_report import SegmentationReport
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
 from common.handlers.validation import ValidationWithFinal
@@ -20,6 +22,8 @@ __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
     "GradientClipping",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
     "PretrainedWeightsExporter",
     "ReconstructionImageHandler",
     "ResumeFromLatest",
@@ -27,6 +31,7 @@ __all__ = [
     "SegmentationReport",
     "ValidationWithFinal",
     "atomic_torch_save",
+    "batch_cases",
     "is_main_process",
     "latest_checkpoint",
     "list_checkpoints",
