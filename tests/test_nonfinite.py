@@ -43,7 +43,7 @@ def test_stop_names_the_case_and_leaves_the_weights():
 
 
 def test_skip_drops_the_step_counts_it_and_goes_on():
-    trainer, net, snapshots = trainer_with_bad_case()
+    trainer, _, snapshots = trainer_with_bad_case()
     guard = NonFiniteLossGuard("skip", max_skips=1)
     guard.attach(trainer)
     trainer.run()
