@@ -90,7 +90,8 @@ def align_prefixes(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
     Checkpoints name the same tensors under different owners: CT-FM's ``backbone.conv_init.weight``
     is ``encoder.conv_init.weight`` in ``SegResNetDS`` and ``conv_init.weight`` in a bare
     ``SegResEncoder``. Every (remove, add) pair of leading prefixes is tried; the one with the most
-    name-and-shape matches wins (the keys as they are, on a tie). Returns the mapped dict and the pair,
+    name-and-shape matches wins (shapes that :func:`adapt_input_channels` can adapt count); on a tie
+    the keys as they are, then the shortest prefixes. Returns the mapped dict and the pair,
     or None when the keys are used as they are.
     """
 
@@ -99,14 +100,15 @@ def align_prefixes(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
         for k, v in source.items():
             if k.startswith(strip):
                 t = target.get(add + k[len(strip):])
-                n += t is not None and t.shape == v.shape
+                n += t is not None and (t.shape == v.shape or adapt_input_channels(v, t.shape) is not None)
         return n
 
+    # shortest prefixes first, so that on a tie the most general mapping wins (deterministically: sets are hash-ordered)
+    pairs = sorted(((s, a) for s in _prefixes(source) for a in _prefixes(target)), key=lambda p: (len(p[0]) + len(p[1]), p))
     best, best_pair = score("", ""), None
-    for strip in _prefixes(source):
-        for add in _prefixes(target):
-            if (strip, add) != ("", "") and (s := score(strip, add)) > best:
-                best, best_pair = s, (strip, add)
+    for strip, add in pairs:
+        if (strip, add) != ("", "") and (s := score(strip, add)) > best:
+            best, best_pair = s, (strip, add)
     if best_pair is None:
         return dict(source), None
     strip, add = best_pair
