@@ -38,16 +38,12 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def batch_cases(batch: Any, limit: int = 8) -> list[str]:
-    """File names of a collated batch's images (from MONAI metadata), or ``[]`` when metadata is not tracked."""
-    if not isinstance(batch, dict):
+    """File names of a collated batch's images (MONAI metadata), or ``[]`` when the pipeline does not track it."""
+    meta = getattr(batch.get("image"), "meta", None) if isinstance(batch, dict) else None
+    names = meta.get("filename_or_obj") if isinstance(meta, dict) else None
+    if not names:
         return []
-    for key in ("image", "views"):
-        meta = getattr(batch.get(key), "meta", None)
-        names = meta.get("filename_or_obj") if isinstance(meta, dict) else None
-        if names:
-            names = [names] if isinstance(names, str) else list(names)
-            return [str(n) for n in names[:limit]]
-    return [str(c) for c in batch.get("case_id", [])][:limit]
+    return [str(n) for n in ([names] if isinstance(names, str) else list(names))[:limit]]
 
 
 class NonFiniteLossGuard:

@@ -1,6 +1,7 @@
-"""CT-FM's networks around MONAI's ``SegResEncoder``: the SimCLR projection model and the classifier.
+"""CT-FM's networks around MONAI's ``SegResEncoder``: the pooled embedder, and the SimCLR projection
+model and the classifier as heads on it.
 
-Both keep the encoder under the attribute ``encoder``, as ``SegResNetDS`` does, so the exported
+All keep the encoder under the attribute ``encoder``, as ``SegResNetDS`` does, so the exported
 ``encoder.*`` tensors load into the segmentation network, the classifier and the retrieval tool
 without renaming; CT-FM's own ``backbone.*`` checkpoints are re-prefixed by
 :func:`common.networks.load_pretrained`.
@@ -37,7 +38,7 @@ class ProjectionHead(nn.Sequential):
         super().__init__(nn.Linear(in_features, hidden_features), nn.ReLU(inplace=True), nn.Linear(hidden_features, out_features))
 
 
-class ContrastiveModel(nn.Module):
+class ContrastiveModel(PooledEncoder):
     """Encoder + projection head for intra-sample SimCLR.
 
     ``forward(views)`` takes ``(B, 2, K, C, D, H, W)`` (two views of ``K`` crops of each of ``B`` scans,
@@ -48,8 +49,7 @@ class ContrastiveModel(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         self.head = head if head is not None else ProjectionHead()
 
     def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
@@ -63,7 +63,7 @@ class ContrastiveModel(nn.Module):
         return z[:, 0], z[:, 1]
 
 
-class EncoderClassifier(nn.Module):
+class EncoderClassifier(PooledEncoder):
     """Encoder + MLP head for (multi-label) classification: ``(B, C, D, H, W) -> (B, num_classes)`` logits.
 
     The head is ``Linear(F, hidden), ReLU, Dropout, Linear(hidden, num_classes)`` on pooled features;
@@ -71,8 +71,7 @@ class EncoderClassifier(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, in_features: int = 512, hidden_features: int = 256, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         self.head = nn.Sequential(
             nn.Linear(in_features, hidden_features), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_features, num_classes)
         )

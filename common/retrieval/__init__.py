@@ -16,7 +16,7 @@ from common.retrieval.index import (
     results_table,
     write_results,
 )
-from common.retrieval.workflow import pending_cases, query, save_embedding
+from common.retrieval.workflow import pending_cases, query
 from common.retrieval.writer import EmbeddingIndexWriter, existing_index
 
 __all__ = [
@@ -32,6 +32,5 @@ __all__ = [
     "query",
     "reduce_patches",
     "results_table",
-    "save_embedding",
     "write_results",
 ]

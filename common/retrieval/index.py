@@ -12,7 +12,6 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +25,42 @@ class RetrievalError(ValueError):
     """An index file or query that cannot be used; the message names the file or case."""
 
 
-@dataclass
 class EmbeddingIndex:
-    """Embeddings ``(N, F)`` with their ``case_ids`` (unique) and source paths."""
+    """Embeddings ``(N, F)`` with their ``case_ids`` (unique) and source paths.
 
-    case_ids: list[str] = field(default_factory=list)
-    embeddings: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
-    sources: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
+    Adding a case is O(1): rows are kept in a list and stacked once when ``embeddings`` is read
+    (concatenating on every add would copy the whole index per case while a large folder is embedded).
+    """
+
+    def __init__(self, case_ids: Sequence[str] = (), embeddings: torch.Tensor | None = None, sources: Sequence[str] = (), settings: dict[str, Any] | None = None) -> None:
+        self.case_ids: list[str] = list(case_ids)
+        self.sources: list[str] = list(sources) or [""] * len(self.case_ids)
+        self.settings: dict[str, Any] = dict(settings or {})
+        self._rows: list[torch.Tensor] = list(embeddings.float()) if embeddings is not None else []
+        self._stacked: torch.Tensor | None = None
+        self._position = {c: i for i, c in enumerate(self.case_ids)}
+        if len(self._rows) != len(self.case_ids):
+            raise RetrievalError(f"{len(self.case_ids)} case ids but {len(self._rows)} embeddings")
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """``(N, F)`` float tensor of every case, in ``case_ids`` order."""
+        if self._stacked is None or len(self._stacked) != len(self._rows):
+            self._stacked = torch.stack(self._rows) if self._rows else torch.zeros(0, 0)
+        return self._stacked
 
     def __len__(self) -> int:
         return len(self.case_ids)
 
     def add(self, case_id: str, embedding: torch.Tensor, source: str = "") -> None:
         """Append one ``(F,)`` embedding; a case id already present is an error (ids name cases uniquely)."""
-        if case_id in self.case_ids:
-            raise RetrievalError(f"case id {case_id!r} is already in the index (from {self.sources[self.case_ids.index(case_id)]!r})")
-        vec = embedding.detach().float().cpu().reshape(1, -1)
-        if len(self) and vec.shape[1] != self.embeddings.shape[1]:
-            raise RetrievalError(f"embedding of {case_id!r} has {vec.shape[1]} features, the index {self.embeddings.shape[1]}")
-        self.embeddings = vec if not len(self) else torch.cat([self.embeddings, vec])
+        if case_id in self._position:
+            raise RetrievalError(f"case id {case_id!r} is already in the index (from {self.sources[self._position[case_id]]!r})")
+        vec = embedding.detach().float().cpu().reshape(-1)
+        if self._rows and vec.shape[0] != self._rows[0].shape[0]:
+            raise RetrievalError(f"embedding of {case_id!r} has {vec.shape[0]} features, the index {self._rows[0].shape[0]}")
+        self._position[case_id] = len(self.case_ids)
+        self._rows.append(vec)
         self.case_ids.append(case_id)
         self.sources.append(str(source))
 
@@ -64,15 +79,15 @@ class EmbeddingIndex:
         missing = {"case_ids", "embeddings"} - set(state) if isinstance(state, dict) else {"case_ids", "embeddings"}
         if missing:
             raise RetrievalError(f"{path} is not an embedding index (missing {sorted(missing)})")
-        index = cls(list(state["case_ids"]), state["embeddings"].float(), list(state.get("sources", [""] * len(state["case_ids"]))), dict(state.get("settings", {})))
-        if index.embeddings.shape[0] != len(index.case_ids):
-            raise RetrievalError(f"{path}: {len(index.case_ids)} case ids but {index.embeddings.shape[0]} embeddings")
-        return index
+        try:
+            return cls(state["case_ids"], state["embeddings"], state.get("sources", ()), state.get("settings"))
+        except RetrievalError as e:
+            raise RetrievalError(f"{path}: {e}") from e
 
     def embedding_of(self, case_id: str) -> torch.Tensor:
-        if case_id not in self.case_ids:
+        if case_id not in self._position:
             raise RetrievalError(f"case {case_id!r} is not in the index (it has {len(self)} cases, e.g. {self.case_ids[:5]})")
-        return self.embeddings[self.case_ids.index(case_id)]
+        return self._rows[self._position[case_id]]
 
     def search(self, queries: torch.Tensor, k: int = 5, exclude: Sequence[str | None] | None = None) -> list[list[tuple[str, float]]]:
         """Top-``k`` cases by cosine similarity for each row of ``queries`` ``(Q, F)`` (or one ``(F,)``).
@@ -87,8 +102,8 @@ class EmbeddingIndex:
             raise RetrievalError(f"query has {q.shape[1]} features, the index {self.embeddings.shape[1]}")
         sims = F.normalize(q, dim=1) @ F.normalize(self.embeddings, dim=1).T  # (Q, N)
         for i, name in enumerate(exclude or []):
-            if name is not None and name in self.case_ids:
-                sims[i, self.case_ids.index(name)] = float("-inf")
+            if name in self._position:
+                sims[i, self._position[name]] = float("-inf")
         k = max(1, min(k, len(self) - (1 if exclude else 0)))
         scores, idx = sims.topk(k, dim=1)
         return [[(self.case_ids[j], float(s)) for s, j in zip(srow.tolist(), irow.tolist())] for srow, irow in zip(scores, idx)]

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from common.io import atomic_torch_save
 from common.networks.weights import unwrap
 from common.retrieval.embed import embed_scan
 from common.retrieval.index import (
@@ -102,7 +100,3 @@ def query(
     logger.info(f"Wrote {len(rows)} results for {len(names)} queries to {output}")
     return rows
 
-
-def save_embedding(index_path: str | os.PathLike, case: str, output: str | os.PathLike) -> Path:
-    """Write one case's embedding from the index as a ``.pt`` tensor (e.g. to query another index with it)."""
-    return atomic_torch_save(EmbeddingIndex.load(index_path).embedding_of(case).clone(), output)
