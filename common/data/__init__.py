@@ -1,7 +1,8 @@
-"""Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the
+"""Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the pre-flight case check, the
 datalist CLI, seeded training subsets and an error-propagating thread loader."""
 
 from common.data.datalist import (
+    CaseSource,
     DatalistError,
     load_datalist,
     resolve_cases,
@@ -15,11 +16,18 @@ from common.data.phantoms import (
     ensure_phantom_dataset,
     generate_case,
 )
+from common.data.preflight import CaseChecks, DataPreflightError, PreflightReport, checked_cases, preflight
 from common.data.subset import take_fraction
 from common.data.triage_phantoms import TRIAGE_CLASSES, ensure_triage_phantom_dataset, generate_triage_case
 
 __all__ = [
     "BTCV_LABELS",
+    "CaseChecks",
+    "CaseSource",
+    "DataPreflightError",
+    "PreflightReport",
+    "checked_cases",
+    "preflight",
     "CheckedThreadDataLoader",
     "TRIAGE_CLASSES",
     "DatalistError",

@@ -9,7 +9,8 @@ Every bundle calls :func:`resolve_cases` with its ``dataset_dir`` / ``datalist``
 - neither: the embedded synthetic phantoms (:mod:`common.data.phantoms`), and the log says so.
 
 Every file named in the chosen entries is checked up front, so a typo fails in a second with the
-datalist, entry and path in the message, not an hour into caching.
+datalist, entry and path in the message (all missing files at once), not an hour into caching. With
+``checks`` the cases are also read and validated (:mod:`common.data.preflight`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
 from common.data.phantoms import ensure_phantom_dataset
+from common.data.preflight import CaseChecks, PreflightReport, case_name, checked_cases, preflight
 from common.data.triage_phantoms import ensure_triage_phantom_dataset
 
 logger = logging.getLogger(__name__)
@@ -40,12 +43,13 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
-def _resolve_entry(entry: object, base_dir: Path, where: str) -> dict:
+def _resolve_entry(entry: object, base_dir: Path, where: str) -> tuple[dict, list[str]]:
+    """The entry with absolute paths, and a message per named file that does not exist."""
     if isinstance(entry, str):  # Decathlon "test" lists are plain paths
         entry = {"image": entry}
     if not isinstance(entry, dict) or "image" not in entry:
         raise DatalistError(f"{where}: expected an object with an 'image' field, got {entry!r}")
-    out = dict(entry)
+    out, missing = dict(entry), []
     for key in FILE_KEYS:
         if key not in out:
             continue
@@ -57,20 +61,26 @@ def _resolve_entry(entry: object, base_dir: Path, where: str) -> dict:
             if not isinstance(v, str):
                 raise DatalistError(f"{where}: field '{key}' must be a path string{' or numbers (class labels)' if key == 'label' else ''}, got {v!r}")
             p = Path(v) if os.path.isabs(v) else base_dir / v
-            if not p.is_file():
-                raise DatalistError(f"{where}: field '{key}' names a file that does not exist: {p}")
+            if not p.exists():
+                missing.append(f"{where}: field '{key}' names a file that does not exist: {p}")
             resolved.append(str(p))
         out[key] = resolved if isinstance(out[key], list) else resolved[0]
-    return out
+    return out, missing
 
 
 def load_datalist(
-    datalist: str | os.PathLike, keys: Sequence[str] = ("training",), base_dir: str | os.PathLike | None = None
+    datalist: str | os.PathLike,
+    keys: Sequence[str] = ("training",),
+    base_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
 ) -> list[dict]:
-    """Read the entries under ``keys`` from a Decathlon-style JSON, resolve and check their files.
+    """Read the entries under ``keys`` from a Decathlon-style JSON and resolve their paths.
 
+    Args:
+        check_files: raise if any named file is missing, listing all of them (``False`` leaves that to
+            the pre-flight check, which can also skip such cases).
     Raises:
-        DatalistError: missing JSON, unreadable JSON, missing key, or an entry naming a missing file.
+        DatalistError: missing JSON, unreadable JSON, missing key, malformed entry, or missing files.
     """
     path = Path(datalist)
     if not path.is_file():
@@ -79,13 +89,22 @@ def load_datalist(
         content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatalistError(f"datalist {path} is not valid JSON: {e}") from e
+    if not isinstance(content, dict):
+        raise DatalistError(f"datalist {path} must be a JSON object with lists such as 'training', got a {type(content).__name__}")
     base = Path(base_dir) if base_dir else path.parent
     items: list[dict] = []
+    missing: list[str] = []
     for key in keys:
         if key not in content:
-            raise DatalistError(f"datalist {path} has no '{key}' list (it has: {sorted(content)})")
+            raise DatalistError(f"datalist {path} has no '{key}' list (it has: {sorted(content)}); set the bundle's datalist keys to one of those")
+        if not isinstance(content[key], list):
+            raise DatalistError(f"datalist {path}: '{key}' must be a list of cases, got a {type(content[key]).__name__}")
         for i, entry in enumerate(content[key]):
-            items.append(_resolve_entry(entry, base, f"datalist {path}, '{key}' entry {i}"))
+            item, gone = _resolve_entry(entry, base, f"datalist {path}, '{key}' entry {i}")
+            items.append(item)
+            missing += gone
+    if missing and check_files:
+        raise DatalistError(f"{len(missing)} file(s) named in the datalist do not exist:\n  " + "\n  ".join(missing))
     return items
 
 
@@ -118,21 +137,29 @@ def resolve_cases(
     num_phantoms: int = 16,
     num_phantom_validation: int = 4,
     phantom_kind: str = "ct",
+    checks: CaseChecks | None = None,
+    on_bad_case: str = "stop",
+    report_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
     """The cases a bundle should use (see the module docstring for the rules).
 
     ``phantom_kind`` picks the embedded default: ``"ct"`` (abdominal CT with the 13 BTCV organs) or
     ``"brats"`` (4-sequence brain-tumour MRI, :mod:`common.data.brats_phantoms`).
+
+    With ``checks`` every case is read and checked first (:mod:`common.data.preflight`): all problems
+    are reported at once, and ``on_bad_case="skip"`` drops the bad cases instead of stopping; the
+    JSON report goes to ``report_dir/preflight_<keys>.json``. Every case gets a ``case`` field (its
+    image path) unless it has one, so logs can name it where image metadata is not tracked.
     """
     if datalist:
-        items = load_datalist(datalist, keys, base_dir=dataset_dir or None)
+        items = load_datalist(datalist, keys, base_dir=dataset_dir or None, check_files=checks is None)
         logger.info(f"Using {len(items)} cases from datalist {datalist} ({', '.join(keys)}).")
     elif dataset_dir:
         folder = Path(dataset_dir)
         if not folder.is_dir():
             raise DatalistError(f"dataset_dir {folder} is not a folder")
         if (folder / "dataset.json").is_file():
-            items = load_datalist(folder / "dataset.json", keys, base_dir=folder)
+            items = load_datalist(folder / "dataset.json", keys, base_dir=folder, check_files=checks is None)
             logger.info(f"Using {len(items)} cases from {folder / 'dataset.json'} ({', '.join(keys)}).")
         else:
             items = [{"image": str(p)} for p in find_nifti(folder)]
@@ -148,4 +175,52 @@ def resolve_cases(
         )
     if not items:
         raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")
+    if checks is not None:
+        report = Path(report_dir) / f"preflight_{'_'.join(keys)}.json" if report_dir else None
+        items = checked_cases(items, checks, on_bad=on_bad_case, report_path=report, what=f"'{', '.join(keys)}' cases")
+    for item in items:
+        item.setdefault("case", case_name(item))
     return items
+
+
+@dataclass
+class CaseSource:
+    """A bundle's data settings in one config item, so every list it uses is resolved and checked alike.
+
+    ``cases(keys)`` is :func:`resolve_cases` with these settings; ``report(keys)`` runs the pre-flight
+    check without stopping or skipping (for ``python -m common.data.preflight``).
+    """
+
+    dataset_dir: str | None = ""
+    datalist: str | None = ""
+    phantom_dir: str | None = ""
+    num_phantoms: int = 16
+    num_phantom_validation: int = 4
+    phantom_kind: str = "ct"
+    checks: CaseChecks | None = None
+    on_bad_case: str = "stop"
+    report_dir: str | None = None
+
+    def _resolve(self, keys: Sequence[str], checks: CaseChecks | None) -> list[dict]:
+        return resolve_cases(
+            self.dataset_dir, self.datalist, keys, phantom_dir=self.phantom_dir or None, num_phantoms=self.num_phantoms,
+            num_phantom_validation=self.num_phantom_validation, phantom_kind=self.phantom_kind, checks=checks,
+            on_bad_case=self.on_bad_case, report_dir=self.report_dir,
+        )
+
+    def cases(self, keys: Sequence[str] = ("training",)) -> list[dict]:
+        """The usable cases under ``keys`` (checked when ``checks`` is set)."""
+        return self._resolve(keys, self.checks)
+
+    def report(self, keys: Sequence[str] = ("training",), checks: CaseChecks | None = None) -> PreflightReport:
+        """The pre-flight report of the cases under ``keys`` (missing files are reported, not raised)."""
+        checks = checks or self.checks or CaseChecks()
+        return preflight(self.all_cases(keys), checks)
+
+    def all_cases(self, keys: Sequence[str]) -> list[dict]:
+        """Every case under ``keys``, missing files included (they are the report's to list)."""
+        if self.datalist:
+            return load_datalist(self.datalist, keys, base_dir=self.dataset_dir or None, check_files=False)
+        if self.dataset_dir and (Path(self.dataset_dir) / "dataset.json").is_file():
+            return load_datalist(Path(self.dataset_dir) / "dataset.json", keys, base_dir=self.dataset_dir, check_files=False)
+        return self._resolve(keys, None)
