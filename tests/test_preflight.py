@@ -10,7 +10,15 @@ import pytest
 from bad_cases import FAULTS, write_bad_dataset
 from conftest import BUNDLES, REPO
 
-from common.data import CaseChecks, CaseSource, DataPreflightError, DatalistError, checked_cases, load_datalist, preflight
+from common.data import (
+    CaseChecks,
+    CaseSource,
+    DatalistError,
+    DataPreflightError,
+    checked_cases,
+    load_datalist,
+    preflight,
+)
 
 CHECKS = CaseChecks(in_channels=1, num_classes=3, foreground_threshold=-500)
 

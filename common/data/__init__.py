@@ -1,6 +1,7 @@
 """Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the pre-flight case check, the
 datalist CLI, seeded training subsets and an error-propagating thread loader."""
 
+from common.data.brats_phantoms import ensure_brats_phantom_dataset, generate_brats_case
 from common.data.datalist import (
     CaseSource,
     DatalistError,
@@ -8,7 +9,6 @@ from common.data.datalist import (
     resolve_cases,
     select_fold,
 )
-from common.data.brats_phantoms import ensure_brats_phantom_dataset, generate_brats_case
 from common.data.loader import CheckedThreadDataLoader
 from common.data.phantoms import (
     BTCV_LABELS,
@@ -16,21 +16,30 @@ from common.data.phantoms import (
     ensure_phantom_dataset,
     generate_case,
 )
-from common.data.preflight import CaseChecks, DataPreflightError, PreflightReport, checked_cases, preflight
+from common.data.preflight import (
+    CaseChecks,
+    DataPreflightError,
+    PreflightReport,
+    checked_cases,
+    preflight,
+)
 from common.data.subset import take_fraction
-from common.data.triage_phantoms import TRIAGE_CLASSES, ensure_triage_phantom_dataset, generate_triage_case
+from common.data.triage_phantoms import (
+    TRIAGE_CLASSES,
+    ensure_triage_phantom_dataset,
+    generate_triage_case,
+)
 
 __all__ = [
     "BTCV_LABELS",
+    "TRIAGE_CLASSES",
     "CaseChecks",
     "CaseSource",
+    "CheckedThreadDataLoader",
     "DataPreflightError",
+    "DatalistError",
     "PreflightReport",
     "checked_cases",
-    "preflight",
-    "CheckedThreadDataLoader",
-    "TRIAGE_CLASSES",
-    "DatalistError",
     "default_cache_dir",
     "ensure_brats_phantom_dataset",
     "ensure_phantom_dataset",
@@ -39,6 +48,7 @@ __all__ = [
     "generate_case",
     "generate_triage_case",
     "load_datalist",
+    "preflight",
     "resolve_cases",
     "select_fold",
     "take_fraction",

@@ -24,7 +24,13 @@ from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
 from common.data.phantoms import ensure_phantom_dataset
-from common.data.preflight import CaseChecks, PreflightReport, case_name, checked_cases, preflight
+from common.data.preflight import (
+    CaseChecks,
+    PreflightReport,
+    case_name,
+    checked_cases,
+    preflight,
+)
 from common.data.triage_phantoms import ensure_triage_phantom_dataset
 
 logger = logging.getLogger(__name__)

@@ -185,10 +185,10 @@ def _label_problems(facts: FileFacts, path: Path, checks: CaseChecks) -> list[st
     else:
         return []
     if bad.size:
-        return [
+        return [(
             f"label holds values {bad.astype(np.int64).tolist()[:10]} outside the {allowed} this bundle is configured for "
             f"(set num_classes / the label mapping to match the dataset): {path}"
-        ]
+        )]
     return []
 
 
