@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -10,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from common.cli import format_override
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -54,7 +55,7 @@ def run_bundle(
     files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
     args = []
     for k, v in overrides.items():
-        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        args += [f"--{k}", format_override(v)]
     launcher = [sys.executable, "-m"]
     if torchrun:
         launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", "--master_port=29517", "-m"]

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bad_cases import write_bad_dataset
 from conftest import BUNDLES, assert_ok, real_data, run_bundle
 from monai.bundle import ConfigParser
 
@@ -78,6 +79,28 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert "already have a prediction" in out and pred_path.stat().st_mtime_ns == mtime
     assert_ok(run_bundle([INFERENCE, DEMO], {**inf, "overwrite": True}))
     assert pred_path.stat().st_mtime_ns != mtime
+
+    # a batch of cases with bad ones: the pre-flight check skips what it can see, loading failures are caught
+    # at run time (pre-flight off); every good case is predicted, the failures are listed, the exit is non-zero
+    bad = json.loads(write_bad_dataset(tmp_path / "bad").read_text())["training"]
+    by = {e["image"].split("/")[-1].removesuffix(".nii.gz"): e for e in bad}
+    datalist = tmp_path / "bad" / "mixed.json"
+    datalist.write_text(json.dumps({"validation": [by["good_0"], by["air"], by["nan"], by["truncated"], by["good_1"]]}))
+    result = run_bundle([INFERENCE, DEMO], {**inf, "datalist": str(datalist)})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "3 case(s) failed" in out
+    failed = json.loads((tmp_path / "eval" / "predictions" / "failed_cases.json").read_text())["failures"]
+    assert [(f["case"].split("/")[-1], f.get("stage")) for f in failed] == [("air.nii.gz", "pre-flight"), ("nan.nii.gz", "pre-flight"),
+                                                                           ("truncated.nii.gz", "pre-flight")]
+    for name in ("good_0", "good_1"):
+        assert (tmp_path / "eval" / "predictions" / f"{name}_seg.nii.gz").is_file()
+    assert pred_path.is_file()  # earlier outputs are still there
+    datalist.write_text(json.dumps({"validation": [by["truncated"], by["good_1"], by["labels"]]}))
+    (tmp_path / "eval" / "predictions" / "good_1_seg.nii.gz").unlink()
+    result = run_bundle([INFERENCE, DEMO], {**inf, "datalist": str(datalist), "preflight": False})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "1 case(s) failed" in out and "cannot read image file" in out and "truncated.nii.gz" in out
+    assert (tmp_path / "eval" / "predictions" / "good_1_seg.nii.gz").is_file() and (tmp_path / "eval" / "predictions" / "labels_seg.nii.gz").is_file()
 
 
 def test_subfore_weights_load_into_btcv_network(tmp_path):

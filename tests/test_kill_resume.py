@@ -6,7 +6,6 @@ file and renamed); the resumed run ignores it, so the last good checkpoint is wh
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import pytest
 import torch
 from conftest import BUNDLES, REPO, TINY_SUBFORE, assert_ok, run_bundle
 
+from common.cli import format_override
 from common.handlers import list_checkpoints
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def start_bundle(config_files: list[Path], overrides: dict) -> subprocess.Popen:
     files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
-    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
+    args = [a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

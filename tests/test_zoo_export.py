@@ -11,10 +11,11 @@ import zipfile
 
 import pytest
 import torch
+from conftest import BUNDLES, assert_ok
 from monai.bundle import ConfigParser
 
+from common.cli import format_override
 from common.zoo.export import PACKAGE_ROOT, export_bundle, used_modules
-from conftest import BUNDLES, assert_ok
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
                  "run": ["$print('COMMON_FROM', pydoc.locate('common').__file__, 'ROOT', @bundle_root)", "$@evaluator.run()"]}
     args = ["run", "--config_file", files]
     for k, v in overrides.items():
-        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        args += [f"--{k}", format_override(v)]
     launcher = (
         "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
         f"sys.argv = ['monai.bundle'] + {args!r}; runpy.run_module('monai.bundle', run_name='__main__')"

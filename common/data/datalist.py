@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
@@ -146,6 +146,7 @@ def resolve_cases(
     checks: CaseChecks | None = None,
     on_bad_case: str = "stop",
     report_dir: str | os.PathLike | None = None,
+    skipped: dict[str, list[str]] | None = None,
 ) -> list[dict]:
     """The cases a bundle should use (see the module docstring for the rules).
 
@@ -154,7 +155,7 @@ def resolve_cases(
 
     With ``checks`` every case is read and checked first (:mod:`common.data.preflight`): all problems
     are reported at once, and ``on_bad_case="skip"`` drops the bad cases instead of stopping; the
-    JSON report goes to ``report_dir/preflight_<keys>.json``. Every case gets a ``case`` field (its
+    JSON report goes to ``report_dir/preflight_<keys>.json`` and the skipped cases into ``skipped``. Every case gets a ``case`` field (its
     image path) unless it has one, so logs can name it where image metadata is not tracked.
     """
     if datalist:
@@ -183,7 +184,7 @@ def resolve_cases(
         raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")
     if checks is not None:
         report = Path(report_dir) / f"preflight_{'_'.join(keys)}.json" if report_dir else None
-        items = checked_cases(items, checks, on_bad=on_bad_case, report_path=report, what=f"'{', '.join(keys)}' cases")
+        items = checked_cases(items, checks, on_bad=on_bad_case, report_path=report, what=f"'{', '.join(keys)}' cases", skipped=skipped)
     for item in items:
         item.setdefault("case", case_name(item))
     return items
@@ -206,12 +207,13 @@ class CaseSource:
     checks: CaseChecks | None = None
     on_bad_case: str = "stop"
     report_dir: str | None = None
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # filled by the pre-flight check with on_bad_case "skip"
 
     def _resolve(self, keys: Sequence[str], checks: CaseChecks | None) -> list[dict]:
         return resolve_cases(
             self.dataset_dir, self.datalist, keys, phantom_dir=self.phantom_dir or None, num_phantoms=self.num_phantoms,
             num_phantom_validation=self.num_phantom_validation, phantom_kind=self.phantom_kind, checks=checks,
-            on_bad_case=self.on_bad_case, report_dir=self.report_dir,
+            on_bad_case=self.on_bad_case, report_dir=self.report_dir, skipped=self.skipped,
         )
 
     def cases(self, keys: Sequence[str] = ("training",)) -> list[dict]:

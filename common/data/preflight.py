@@ -287,6 +287,7 @@ def checked_cases(
     report_path: str | os.PathLike | None = None,
     num_threads: int = 4,
     what: str = "cases",
+    skipped: dict[str, list[str]] | None = None,
 ) -> list[dict]:
     """Run :func:`preflight` and return the usable cases.
 
@@ -296,6 +297,7 @@ def checked_cases(
         report_path: where to write the JSON report when there are problems (all of them, not just
             the ones quoted in messages).
         what: how the message names this list (e.g. "training cases").
+        skipped: with ``"skip"``, the dropped cases and their problems are added to this dict.
     """
     if on_bad not in ON_BAD:
         raise ValueError(f"on_bad_case must be one of {ON_BAD}, got {on_bad!r}")
@@ -310,6 +312,8 @@ def checked_cases(
             f"Fix or remove these cases, or set on_bad_case 'skip' to train without them.{written}"
         )
     good = [dict(e) for e in items if case_name(e) not in report.problems]
+    if skipped is not None:
+        skipped.update(report.problems)
     if not good:
         raise DataPreflightError(f"pre-flight check: none of the {len(items)} {what} is usable. {report.summary()}{written}")
     logger.warning(f"Pre-flight check: skipping {len(report.problems)} of the {what} (on_bad_case 'skip'). {report.summary()}{written}")

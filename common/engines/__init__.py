@@ -1,11 +1,17 @@
-"""Engine pieces plugged into MONAI's ``SupervisedTrainer`` (no hand-written training loops)."""
+"""Engine pieces plugged into MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` (no hand-written loops),
+and an evaluator that goes on past failed cases."""
 
 from common.engines.ema import TeacherEMAUpdate, cosine_momentum, linear_ramp_momentum
+from common.engines.failsoft import FailedCasesError, FailSoftDataset, FailSoftEvaluator, fail_soft_collate
 from common.engines.masked_batch import MaskedImageBatch
 from common.engines.schedule import epochs_for_steps
 from common.engines.self_target import SelfTargetBatch
 
 __all__ = [
+    "FailSoftDataset",
+    "FailSoftEvaluator",
+    "FailedCasesError",
+    "fail_soft_collate",
     "MaskedImageBatch",
     "SelfTargetBatch",
     "TeacherEMAUpdate",

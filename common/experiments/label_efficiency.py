@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from common.cli import format_override
 from common.io import atomic_write, atomic_write_text
 from common.paths import locate_bundle
 
@@ -58,7 +59,7 @@ def run_one(
     }
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files)]
     for k, v in args.items():
-        cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        cmd += [f"--{k}", format_override(v)]
     run_dir.mkdir(parents=True, exist_ok=True)
     logger.info(f"Training {run_dir} (log: {log_file})")
     with open(log_file, "a") as log:

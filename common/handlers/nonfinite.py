@@ -38,9 +38,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def batch_cases(batch: Any, limit: int = 8) -> list[str]:
-    """File names of a collated batch's images (MONAI metadata), or ``[]`` when the pipeline does not track it."""
-    meta = getattr(batch.get("image"), "meta", None) if isinstance(batch, dict) else None
+    """Names of a collated batch's cases: the images' file names (MONAI metadata), else the plain
+    ``case`` field that :func:`common.data.resolve_cases` adds (pipelines with ``track_meta=False``),
+    else ``[]``."""
+    if not isinstance(batch, dict):
+        return []
+    meta = getattr(batch.get("image"), "meta", None)
     names = meta.get("filename_or_obj") if isinstance(meta, dict) else None
+    names = names or batch.get("case")
     if not names:
         return []
     return [str(n) for n in ([names] if isinstance(names, str) else list(names))[:limit]]

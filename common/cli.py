@@ -1,0 +1,114 @@
+"""Command-line overrides checked before a bundle runs.
+
+``python -m monai.bundle run --config_file train.json --learning_rat 1e-3`` silently *adds* a key
+``learning_rat`` and trains with the default rate; ``--resume false`` passes the string ``'false'``
+(Python Fire only reads ``False``/``True`` as booleans), which every ``if`` treats as true. Each
+bundle's ``initialize`` calls :func:`check_command_line` first, which refuses both with the key, a
+close match, and the fix. Set ``BUNDLE_ALLOW_NEW_KEYS=1`` to add keys on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Arguments of ``monai.bundle run`` itself (not config ids).
+RUN_ARGS = {"config_file", "meta_file", "logging_file", "args_file", "run_id", "init_id", "final_id", "tracking",
+            "workflow_type", "workflow_name", "properties_path", "bundle_root_key"}
+ALLOW_ENV = "BUNDLE_ALLOW_NEW_KEYS"
+
+
+class CommandLineError(ValueError):
+    """A ``--key value`` override that would not do what it says; the message names it and the fix."""
+
+
+def launched_by_bundle_run(argv: Sequence[str]) -> bool:
+    """True for ``python -m monai.bundle run ...`` (also under torchrun): argv[0] is MONAI's bundle ``__main__``."""
+    return len(argv) > 1 and Path(argv[0]).as_posix().endswith("monai/bundle/__main__.py") and argv[1] == "run"
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, str]:
+    """``--key value`` / ``--key=value`` pairs of a command line (raw strings; bare flags map to '')."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            out[key] = value
+        i += 1
+    return out
+
+
+def config_files(value: str) -> list[str]:
+    """``--config_file`` as MONAI reads it: a path, a comma-separated list, or a list literal."""
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    if isinstance(parsed, (list, tuple)):
+        return [str(p) for p in parsed]
+    return [p for p in str(parsed).split(",") if p]
+
+
+def _default(parser: Any, key: str) -> Any:
+    try:
+        return parser[key]
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+
+
+def check_overrides(files: Sequence[str], overrides: dict[str, str]) -> None:
+    """Raise :class:`CommandLineError` for overrides naming no config id, or a lower-case boolean."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    problems = []
+    known = [k for k in parser.get() if isinstance(k, str)]
+    for key, raw in overrides.items():
+        if key in RUN_ARGS:
+            continue
+        parent = _default(parser, key.rpartition("#")[0]) if "#" in key else None
+        adds_argument = isinstance(parent, dict) and "_target_" in parent  # a new keyword for a constructor: legitimate
+        if key not in parser and not adds_argument and not os.environ.get(ALLOW_ENV):
+            guess = difflib.get_close_matches(key.split("#")[-1], known, n=1)
+            hint = f" (did you mean --{guess[0]}?)" if guess else ""
+            problems.append(f"--{key}: no such key in {', '.join(files)}{hint}; monai.bundle would silently add it and ignore your value")
+        elif raw.lower() in ("true", "false") and raw not in ("True", "False") and isinstance(_default(parser, key), bool):
+            problems.append(f"--{key} {raw}: read as the string '{raw}', which counts as true; write --{key} {raw.capitalize()}")
+    if problems:
+        raise CommandLineError(
+            "command-line overrides that would not take effect:\n  " + "\n  ".join(problems)
+            + f"\n(set {ALLOW_ENV}=1 to add new keys on purpose)"
+        )
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Check the overrides of the running ``monai.bundle run`` command (a no-op in any other process)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not launched_by_bundle_run(argv):
+        return
+    overrides = parse_overrides(argv[2:])
+    files = config_files(overrides.get("config_file", ""))
+    if files:
+        check_overrides(files, overrides)
+
+
+def format_override(value: Any) -> str:
+    """A value as ``monai.bundle run`` (Python Fire) must receive it: ``True``/``False``/``None`` as Python
+    literals (JSON's ``true`` would arrive as a string), other non-strings as JSON."""
+    import json
+
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value)
