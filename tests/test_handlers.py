@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.networks.nets import SwinUNETR
+from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
 from common.handlers import (
     AtomicCheckpointSaver,
+    NonFiniteLossGuard,
     PretrainedWeightsExporter,
     ResumeFromLatest,
+    RNGState,
     atomic_torch_save,
     latest_checkpoint,
     list_checkpoints,
@@ -83,6 +87,42 @@ def test_disabled_resume_refuses_to_overwrite_an_earlier_run(tmp_path):
     ResumeFromLatest(str(tmp_path), objs2, enabled=False).attach(engine2)
     with pytest.raises(FileExistsError, match="checkpoint_5.pt"):
         engine2.run(data2, max_epochs=1)
+
+
+def test_rng_state_continues_every_stream_and_loads_weights_only(tmp_path):
+    crop = RandSpatialCropd("image", roi_size=(2, 2, 2), random_size=False)
+    pipeline = Compose([RandFlipd("image", prob=0.5), crop])
+    rng = RNGState(pipeline)
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    pipeline.set_random_state(seed=4)
+    atomic_torch_save({"rng": rng.state_dict()}, tmp_path / "c.pt")
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)], crop.R.rand(3).tolist())
+
+    first = draws()
+    assert draws() != first  # the streams move on
+    rng.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
+    assert draws() == first  # ... and the checkpoint puts every one of them back
+
+
+def test_resume_skips_an_unreadable_newest_checkpoint_tolerates_older_ones_and_cleans_temporaries(tmp_path, caplog):
+    engine, data, objs = make_training()
+    AtomicCheckpointSaver(str(tmp_path), objs, interval=5, n_saved=None).attach(engine)
+    engine.run(data, max_epochs=2)  # checkpoints 5 and 10
+    (tmp_path / "checkpoint_10.pt").write_bytes(b"disk fault")
+    (tmp_path / ".checkpoint_15.pt.x1.tmp").write_bytes(b"cut by a kill")
+    engine2, data2, objs2 = make_training()
+    ResumeFromLatest(str(tmp_path), {**objs2, "guard": NonFiniteLossGuard()}).attach(engine2)  # "guard" is not in these checkpoints
+    starts = []
+    engine2.add_event_handler(Events.ITERATION_STARTED, lambda e: starts.append(e.state.iteration))
+    with caplog.at_level("INFO"):
+        engine2.run(data2, max_epochs=2)
+    assert starts[0] == 6  # from checkpoint_5
+    assert "cannot read checkpoint" in caplog.text and "has no ['guard']" in caplog.text
+    assert not list(tmp_path.glob(".checkpoint_*.tmp"))
 
 
 def test_encoder_export_matches_downstream_swinunetr_keys(tmp_path):

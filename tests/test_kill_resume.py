@@ -61,13 +61,14 @@ def test_kill_9_then_the_same_command_resumes(tmp_path, phantom_root, bundle):
     killed_at = kill_after_first_checkpoint(start_bundle(configs, overrides), checkpoints)
     assert 0 < killed_at < overrides["num_steps"]
     state = torch.load(list_checkpoints(checkpoints)[-1][1], map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)  # the newest checkpoint is whole
-    (checkpoints / f".checkpoint_{killed_at + 1}.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a write cut by the kill
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "rng", "nonfinite_guard"} <= set(state)  # the newest checkpoint is whole
+    cut = checkpoints / f".checkpoint_{killed_at + 1}.pt.abc123.tmp"
+    cut.write_bytes(b"half a checkpoint")  # a write cut by the kill
 
     out = assert_ok(run_bundle(configs, overrides))  # the same command
     resumed = re.search(r"Resumed from .*checkpoint_(\d+)\.pt at iteration (\d+)", out)
     assert resumed and int(resumed.group(2)) >= killed_at, out[-3000:]
-    assert "Engine run finished" in out
+    assert "Engine run finished" in out and not cut.exists()  # the cut write was cleaned up
     assert list_checkpoints(checkpoints)[-1][0] == overrides["num_steps"]  # trained to the end
     final = torch.load(list_checkpoints(checkpoints)[-1][1], map_location="cpu", weights_only=True)
     assert final["lr_scheduler"]["last_epoch"] == overrides["num_steps"]  # the schedule continued, not restarted

@@ -1,5 +1,5 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
-reports, weight export, TensorBoard panels and scalars, validation that includes the last epoch, gradient clipping,
+reports, weight export, TensorBoard panels and scalars, random-generator state for checkpoints, validation that includes the last epoch, gradient clipping,
 stopping (or skipping) non-finite losses."""
 
 from common.handlers.best_model import BestModelSaver
@@ -12,7 +12,12 @@ from common.handlers.checkpoint import (
 )
 from common.handlers.export import PretrainedWeightsExporter
 from common.handlers.gradient_clipping import GradientClipping
-from common.handlers.nonfinite import NonFiniteLossError, NonFiniteLossGuard, batch_cases
+from common.handlers.nonfinite import (
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    batch_cases,
+)
+from common.handlers.rng import RNGState
 from common.handlers.segmentation_report import SegmentationReport
 from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
 from common.handlers.validation import ValidationWithFinal
@@ -26,6 +31,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "PretrainedWeightsExporter",
     "ReconstructionImageHandler",
+    "RNGState",
     "ResumeFromLatest",
     "ScalarsHandler",
     "SegmentationReport",

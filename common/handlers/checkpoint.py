@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
+from ignite.handlers import Checkpoint
 
 from common.io import atomic_torch_save
 
@@ -114,8 +114,13 @@ class AtomicCheckpointSaver:
 
 class ResumeFromLatest:
     """At the start of a run, load the newest checkpoint in ``checkpoint_dir`` (if any) into
-    ``load_dict`` -- model, optimizer, scheduler and trainer state -- so training continues from its
-    iteration. Uses MONAI's ``CheckpointLoader`` (it keeps the configured ``max_epochs``).
+    ``load_dict`` -- model, optimizer, scheduler, trainer state (iteration, epoch), random generators,
+    best metric, skip counters -- so training continues from its iteration.
+
+    Loads with ``torch.load(weights_only=True)`` (no code in a checkpoint runs). A newest checkpoint
+    that cannot be read (a disk fault; a killed write never produces one, see the saver) is reported
+    and the next older one is used. Objects the checkpoint lacks (one written by an older version)
+    keep their fresh state, with a warning. Temporary files of writes cut short by a kill are removed.
 
     Args:
         checkpoint_dir: folder written by :class:`AtomicCheckpointSaver`.
@@ -134,17 +139,51 @@ class ResumeFromLatest:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete ``.checkpoint_*.tmp`` files left by writes a kill cut short (main process only)."""
+        d = Path(self.checkpoint_dir)
+        if not d.is_dir() or not is_main_process():
+            return []
+        stale = [p for p in d.glob(".checkpoint_*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            logger.info(f"Removed {len(stale)} temporary file(s) of interrupted checkpoint writes in {d}.")
+        return stale
+
     def __call__(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.checkpoint_dir)
+        self.remove_stale_temporaries()
+        found = list_checkpoints(self.checkpoint_dir)
         if not self.enabled:
-            if path is not None:
+            if found:
                 raise FileExistsError(
-                    f"resume is disabled but {self.checkpoint_dir} holds checkpoints of an earlier run (newest: {path.name}); "
+                    f"resume is disabled but {self.checkpoint_dir} holds checkpoints of an earlier run (newest: {found[-1][1].name}); "
                     "set another checkpoint_dir, move them away, or enable resume"
                 )
             return
-        if path is None:
+        if not found:
             logger.info(f"No checkpoint in {self.checkpoint_dir}: starting from iteration 0.")
             return
-        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location)(engine)
+        for _, path in reversed(found):
+            try:
+                checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - try the next older one; the error is logged
+                logger.error(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); trying the next older one")
+                continue
+            self._load(engine, checkpoint, path)
+            return
+        raise RuntimeError(f"none of the {len(found)} checkpoints in {self.checkpoint_dir} can be read (errors above); move them away to start afresh")
+
+    def _load(self, engine: Engine, checkpoint: Mapping[str, Any], path: Path) -> None:
+        missing = [k for k in self.load_dict if k not in checkpoint]
+        if missing:
+            logger.warning(f"checkpoint {path.name} has no {missing} (written by an older version): those start fresh")
+        prior_max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load={k: v for k, v in self.load_dict.items() if k in checkpoint}, checkpoint=dict(checkpoint))
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise ValueError(
+                f"checkpoint {path} is at epoch {engine.state.epoch}, past this run's {prior_max_epochs} epochs: "
+                "raise num_steps to train further, or use a new checkpoint_dir"
+            )
+        engine.state.max_epochs = prior_max_epochs  # the configured length wins (a longer schedule continues)
         logger.info(f"Resumed from {path} at iteration {engine.state.iteration} (epoch {engine.state.epoch}).")
