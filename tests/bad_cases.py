@@ -51,15 +51,25 @@ def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Pat
     return path
 
 
-def write_bad_dataset(root: Path, num_good: int = 2) -> Path:
-    """``root/dataset.json`` listing ``num_good`` good cases then one case per :data:`FAULTS` (in its order)."""
+IMAGE_FAULTS = ("missing", "empty", "truncated", "garbage", "channels", "air", "nan")
+LABEL_FAULTS = ("shape", "affine", "labels")
+
+
+def write_bad_dataset(root: Path, num_good: int = 2, channels: int = 0, validation: str = "first", class_labels: bool = False) -> Path:
+    """``root/dataset.json`` listing ``num_good`` good cases then one case per :data:`FAULTS` (in its order).
+
+    Args:
+        channels: 0 for 3D images (CT), else 4D images with that many channels (multi-sequence MRI).
+        validation: ``"first"`` lists the first good case as validation, ``"all"`` every case.
+        class_labels: labels are class numbers (classification), and the label faults are left out.
+    """
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
     img_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.mkdir(parents=True, exist_ok=True)
 
     def pair(name: str, image: np.ndarray | None = None, lab: np.ndarray | None = None, lab_affine: np.ndarray | None = None) -> dict:
         img_path, lab_path = img_dir / f"{name}.nii.gz", lab_dir / f"{name}.nii.gz"
-        save(img_path, ct() if image is None else image)
+        save(img_path, ct(channels=channels) if image is None else image)
         save(lab_path, label() if lab is None else lab, lab_affine)
         return {"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz"}
 
@@ -78,10 +88,12 @@ def write_bad_dataset(root: Path, num_good: int = 2) -> Path:
     entries.append(pair("shape", lab=label((12, 12, 9))))
     entries.append(pair("affine", lab_affine=np.diag([1.5, 1.5, 2.0, 1.0]) + np.array([[0, 0, 0, 4.0]] + [[0] * 4] * 3)))
     entries.append(pair("labels", lab=label(top=7)))
-    entries.append(pair("channels", image=ct(channels=2)))
-    entries.append(pair("air", image=np.full(SHAPE, -1024.0, np.float32)))
-    bad = ct()
+    entries.append(pair("channels", image=ct(channels=2 if channels != 2 else 3)))
+    entries.append(pair("air", image=np.full(SHAPE + ((channels,) if channels else ()), -1024.0, np.float32)))
+    bad = ct(channels=channels)
     bad[5, 5, 5] = np.nan
     entries.append(pair("nan", image=bad))
-    (root / "dataset.json").write_text(json.dumps({"training": entries, "validation": entries[:1]}, indent=1))
+    if class_labels:
+        entries = [{"image": e["image"], "label": [i % 2]} for i, e in enumerate(entries) if not e["image"].endswith(tuple(f"{f}.nii.gz" for f in LABEL_FAULTS))]
+    (root / "dataset.json").write_text(json.dumps({"training": entries, "validation": entries if validation == "all" else entries[:1]}, indent=1))
     return root / "dataset.json"
