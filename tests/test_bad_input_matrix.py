@@ -17,7 +17,7 @@ from conftest import BUNDLES
 from monai.bundle import ConfigParser
 
 from common.cli import CommandLineError, check_overrides
-from common.data import DataPreflightError, DatalistError
+from common.data import DatalistError, DataPreflightError
 
 SEG = {"class_names": ["a", "b"]}  # 3 classes: the "labels" case (value 7) is out of range
 #: bundle -> (kind, overrides): kind "ct" 3D CT with label maps, "brats" 4-channel MRI, "class" class-number labels
@@ -93,7 +93,7 @@ def test_bad_cases_are_all_named_before_anything_runs(tmp_path, bad_data, bundle
             assert {c.rsplit("/", 1)[-1].removesuffix(".nii.gz") for c in skipped} == faults
             assert_names_each_fault("\n".join(f"{c}: {p}" for c, ps in skipped.items() for p in ps), faults)
             continue
-        with pytest.raises(Exception) as err:  # noqa: PT011 - MONAI wraps it; the DataPreflightError is found below
+        with pytest.raises(Exception) as err:
             parser.get_parsed_content(config_id)
         error = preflight_error(err.value)
         assert error is not None, repr(err.value)
@@ -116,7 +116,7 @@ def test_wrong_datalist_key_and_unknown_command_line_key_are_named(tmp_path, bun
     parser.read_config(files)
     parser.update({"bundle_root": str(tmp_path), "datalist": str(datalist)})
     list_id = next(i for b, c, ids in CONFIGS if b == bundle and tuple(c) == configs for i in ids)
-    with pytest.raises(Exception) as err:  # noqa: PT011 - MONAI wraps it; the DatalistError is found below
+    with pytest.raises(Exception) as err:
         parser.get_parsed_content(list_id)
     error = err.value
     while error is not None and not isinstance(error, DatalistError):

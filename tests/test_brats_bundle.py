@@ -56,4 +56,5 @@ def test_single_sequence_mri_is_refused_with_the_file_name(tmp_path, brats_root)
     result = run_bundle([TRAIN, DEMO], {"bundle_root": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "num_steps": 1, "epoch_length": 1})
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "t1_only.nii.gz' has 1 channel(s) but the network expects 4 (FLAIR, T1w, T1gd, T2w)" in out
+    assert "image has 1 channel(s) but the bundle expects 4 (FLAIR, T1w, T1gd, T2w; one 4D file or a list of files in that order)" in out
+    assert "t1_only.nii.gz" in out and "nothing was trained" in out

@@ -55,6 +55,7 @@ class CaseChecks:
         foreground_threshold: an image needs at least one voxel above it (CT: -500 HU = not air);
             ``None``: the image must merely not be constant.
         affine_atol: largest allowed absolute difference between image and label affines (mm).
+        channel_names: names of the expected channels, quoted in the channel-count message.
         check_labels: ``False`` ignores label files (inference, which does not read them).
         read_voxels: ``False`` checks headers only (existence, size, shape, channels, affine): fast,
             but misses truncated data, NaN/Inf, empty images and label values.
@@ -67,12 +68,13 @@ class CaseChecks:
     label_map_to: tuple[float, ...] = ()
     foreground_threshold: float | None = None
     affine_atol: float = 1e-2
+    channel_names: tuple[str, ...] | None = None
     check_labels: bool = True
     read_voxels: bool = True
 
     def __post_init__(self) -> None:
         # configs give lists; frozen + tuples keeps the checks hashable (memo key)
-        for name in ("label_values", "label_map_from", "label_map_to"):
+        for name in ("label_values", "label_map_from", "label_map_to", "channel_names"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
@@ -216,7 +218,8 @@ def check_case(entry: Mapping[str, Any], checks: CaseChecks, image_key: str = "i
             problems.append(f"image files of one case differ in shape: {first.spatial_shape} in {first_path} but {facts.spatial_shape} in {path}")
     channels = sum(f.channels for _, f in readable)
     if checks.in_channels is not None and channels != checks.in_channels:
-        problems.append(f"image has {channels} channel(s) but the bundle expects {checks.in_channels}: {', '.join(map(str, (p for p, _ in images)))}")
+        names = f" ({', '.join(checks.channel_names)}; one 4D file or a list of files in that order)" if checks.channel_names else ""
+        problems.append(f"image has {channels} channel(s) but the bundle expects {checks.in_channels}{names}: {', '.join(map(str, (p for p, _ in images)))}")
     for path, facts in labels:
         if facts.spatial_shape is None:
             continue

@@ -4,7 +4,7 @@ A resumed run should continue the random streams (crops, flips, masks, dropout) 
 left them, not replay the first epochs' draws from the seed. :class:`RNGState` has the
 ``state_dict()``/``load_state_dict()`` pair checkpoints use, covering torch (CPU and every CUDA
 device), NumPy's and Python's global generators, and the private generator (``R``) of every random
-MONAI transform in the given pipelines. Everything is stored as tensors, ints and tuples, so the
+MONAI transform in the given pipelines (nested ones included). Everything is stored as tensors, ints and tuples, so the
 checkpoint still loads with ``torch.load(weights_only=True)``.
 
 Loaders prefetch batches, so a resumed run draws the same *kind* of stream, not bit for bit the
@@ -21,14 +21,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.transforms import Compose, Randomizable
+from monai.transforms import Randomizable, Transform
 
 
 def _randomizables(pipelines: Sequence[Any]) -> list[Randomizable]:
+    """Every object with its own generator ``R`` in ``pipelines``, depth first in a fixed order,
+    including transforms held inside other transforms (e.g. a view pipeline inside a sampler)."""
     found: list[Randomizable] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+            return
+        if not isinstance(obj, (Randomizable, Transform)):
+            return
+        if isinstance(obj, Randomizable):
+            found.append(obj)
+        for value in vars(obj).values():
+            if isinstance(value, (Randomizable, Transform, list, tuple)):
+                visit(value)
+
     for p in pipelines:
-        transforms = p.flatten().transforms if isinstance(p, Compose) else [p]
-        found += [t for t in transforms if isinstance(t, Randomizable) and not isinstance(t, Compose)]
+        visit(p)
     return found
 
 
