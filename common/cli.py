@@ -73,8 +73,13 @@ def check_overrides(files: Sequence[str], overrides: dict[str, str]) -> None:
     parser.read_config(list(files))
     problems = []
     known = [k for k in parser.get() if isinstance(k, str)]
+    allowed = set(RUN_ARGS)
+    if "tracking" in overrides:  # MONAI's tracking settings read their own keys (experiment_name, run_name, ...)
+        from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+
+        allowed |= set(DEFAULT_MLFLOW_SETTINGS["configs"])
     for key, raw in overrides.items():
-        if key in RUN_ARGS:
+        if key in allowed:
             continue
         parent = _default(parser, key.rpartition("#")[0]) if "#" in key else None
         adds_argument = isinstance(parent, dict) and "_target_" in parent  # a new keyword for a constructor: legitimate

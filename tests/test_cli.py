@@ -32,6 +32,7 @@ def test_unknown_keys_and_string_booleans_are_refused(monkeypatch):
     assert "--learning_rat: no such key" in message and "did you mean --learning_rate?" in message
     assert "--resume false: read as the string 'false'" in message and "write --resume False" in message
     assert "--train#handlerz: no such key" in message
+    check_command_line([*argv, "--tracking", "mlflow", "--experiment_name", "x", "--run_name", "y"])  # MONAI's tracking keys
     check_command_line(["pytest", "--learning_rat", "1"])  # not a bundle run: nothing to check
     monkeypatch.setenv("BUNDLE_ALLOW_NEW_KEYS", "1")
     check_command_line([*argv, "--my_new_key", "1"])

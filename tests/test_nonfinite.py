@@ -65,9 +65,11 @@ def test_too_many_skips_stop():
 
 
 def test_bundle_stops_on_a_nan_scan_and_can_skip_it(tmp_path):
-    """ctfm_pretrain on a datalist whose second scan has NaN voxels: the default stops before any update
-    is written; ``on_nonfinite_loss skip`` trains through it and exports finite weights."""
+    """ctfm_pretrain on a datalist whose second scan has NaN voxels: the pre-flight check names it; with the
+    check off, the loss guard stops before any update is written; ``on_nonfinite_loss skip`` trains through
+    it and exports finite weights."""
     import json
+    import re
 
     import nibabel as nib
     import numpy as np
@@ -86,6 +88,9 @@ def test_bundle_stops_on_a_nan_scan_and_can_skip_it(tmp_path):
                  "batch_size": 2, "num_steps": 2, "epoch_length": 1, "warmup_steps": 1, "num_workers": 0, "checkpoint_interval": 1,
                  "datalist": str(tmp_path / "datalist.json")}
     configs = [BUNDLES / "ctfm_pretrain" / "configs" / "train.json"]
+    refused = run_bundle(configs, {**overrides, "bundle_root": str(tmp_path / "preflight")})  # the pre-flight check sees the NaNs first
+    assert refused.returncode != 0 and re.search(r"scan1\.nii\.gz: image holds \d+ NaN/Inf voxel", refused.stdout + refused.stderr)
+    overrides["preflight"] = False  # let the NaNs reach training: the loss guard's turn
     stopped = run_bundle(configs, {**overrides, "bundle_root": str(tmp_path / "stop")})
     assert stopped.returncode != 0 and "non-finite training loss" in stopped.stdout + stopped.stderr
     assert not (tmp_path / "stop" / "models" / "model.pt").exists()  # nothing written from a poisoned step

@@ -76,7 +76,7 @@ def test_pretraining_on_phantoms_learns_writes_outputs_and_resumes(tmp_path, pha
         assert (models / name).is_file(), name
     assert sorted(p.name for p in (models / "checkpoints").iterdir()) == ["checkpoint_4.pt", "checkpoint_8.pt"]
     ckpt = torch.load(models / "checkpoints" / "checkpoint_8.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"} and ckpt["trainer"]["iteration"] == 8
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng", "nonfinite_guard"} and ckpt["trainer"]["iteration"] == 8
     tags = event_tags(tmp_path / "eval" / "tensorboard")
     assert {"train/loss", "train/lr", "masking/no_foreground_fallback_rate", "reconstruction/axial"} <= tags
     info = json.loads((models / "encoder.json").read_text())
@@ -127,6 +127,10 @@ def test_datalist_naming_a_missing_file_stops_with_its_path(tmp_path):
     r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist)))
     out = r.stdout + r.stderr
     assert r.returncode != 0
+    assert f"image file does not exist: {tmp_path / 'scans' / 'not_there_001.nii.gz'}" in out and "nothing was trained" in out
+    r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist), preflight=False))  # without the pre-flight check too
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
     assert "names a file that does not exist" in out and str(tmp_path / "scans" / "not_there_001.nii.gz") in out
 
 
@@ -138,6 +142,10 @@ def test_corrupt_nifti_stops_with_its_path(tmp_path, phantom_root):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": str(good)}, {"image": str(corrupt)}]}))
     r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"the file is truncated or corrupt (EOFError: Compressed file ended before the end-of-stream marker was reached): {corrupt}" in out
+    r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist), preflight=False))  # caught at loading without the check
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"cannot read image file '{corrupt}'" in out

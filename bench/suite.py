@@ -1,0 +1,197 @@
+"""Every benchmark of the collection in one command: one JSON and one Markdown table of figures.
+
+    python bench/suite.py [--quick] [--device cpu|cuda] [--only NAME ...] [--output bench/results]
+
+Each benchmark runs in its own process (``python bench/<script>.py``; they print JSON) and each
+figure is a *ratio against a baseline measured in the same run* -- ``ratio = value / baseline``, both
+times in seconds -- so it holds on a noisy or shared machine. ``--quick`` shrinks the problem sizes
+to what a 2-core CPU runs in a few minutes (the figures in the docs name the mode); without it the
+benchmarks run at the papers' sizes, which is the GPU setting. A benchmark that cannot run here (no
+real CT, no GPU) is listed with its reason instead of failing the suite.
+
+Writes ``<output>/suite_<date>_<device>.json`` (figures, every benchmark's full report, device,
+versions) and the same as ``.md``, and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import operator
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+GOAL_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
+
+
+@dataclass
+class Figure:
+    """One measured figure: ``value`` against ``baseline`` (seconds), ``ratio = value / baseline``."""
+
+    benchmark: str
+    figure: str
+    value: float
+    baseline_name: str
+    baseline: float
+    goal: str = ""  # e.g. "<= 0.02" on the ratio
+    ratio: float = field(init=False)
+    met: bool | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ratio = round(self.value / self.baseline, 4) if self.baseline else float("nan")
+        op, _, threshold = self.goal.partition(" ")
+        self.met = GOAL_OPS[op](self.ratio, float(threshold)) if op in GOAL_OPS else None
+
+
+@dataclass
+class Benchmark:
+    """A script in ``bench/``, its arguments for the full and the quick run, and how to read its figures."""
+
+    name: str
+    script: str
+    full_args: list[str]
+    quick_args: list[str]
+    figures: Callable[[dict], list[Figure]]
+
+
+def _subfore(r: dict) -> list[Figure]:
+    return [
+        Figure("subfore_masking", f"masking of a batch ({r['batch']} x {r['roi']}^3) / one training step", r["mask_s"], "training step", r["step_s"], "<= 0.02"),
+        Figure("subfore_masking", "vectorized masking / per-sample Python loop", r["mask_s"], "per-sample loop", r["loop_mask_s"], "<= 1"),
+    ]
+
+
+def _anatomask(r: dict) -> list[Figure]:
+    return [
+        Figure("anatomask_masking", f"mask generation ({r['batch']} x {r['patches']} patches) / per-sample NumPy loop", r["vectorized_s"],
+               "per-sample NumPy loop", r["per_sample_numpy_s"], f"<= {1 / r['goal_speedup']:.3g}"),
+        Figure("anatomask_masking", "mask generation / Algorithm 1 as written (Python)", r["vectorized_s"], "Algorithm 1 in Python", r["algorithm1_python_s"]),
+    ]
+
+
+def _medcontext(r: dict) -> list[Figure]:
+    return [
+        Figure("medcontext_step", f"MedContext step / supervised step ({r['network']} {r['size']})", r["medcontext_s"], "supervised step", r["supervised_s"], f"<= {r['bar']}"),
+        Figure("medcontext_step", "MedContext step, batched student passes / unbatched (reference)", r["medcontext_s"], "unbatched step", r["medcontext_unbatched_s"], "<= 1"),
+    ]
+
+
+def _inference(r: dict) -> list[Figure]:
+    return [Figure("segmentation_inference", f"btcv inference.json on a full CT ({r['network']}) / plain sliding window", r["bundle_s"], "plain sliding window", r["plain_sw_s"])]
+
+
+def _ctfm(r: dict) -> list[Figure]:
+    s = r["step"]
+    figures = [Figure("ctfm", f"contrastive step ({s['views']} views of {'x'.join(map(str, s['crop_size']))}) / plain encoder step", s["contrastive_s"], "plain encoder step", s["plain_s"])]
+    e = r.get("embedding", {})
+    if "embed_s" in e:
+        figures.append(Figure("ctfm", f"scan embedding ({e['patches']} patches, batched) / one patch per pass", e["embed_s"], "one patch per pass", e["baseline_one_patch_per_pass_s"], "<= 1"))
+    return figures
+
+
+BENCHMARKS = [
+    Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
+    Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
+    Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "2"], _medcontext),
+    Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),
+    Benchmark("ctfm", "bench_ctfm.py", [], ["--crops", "2", "--crop_size", "16", "64", "64", "--repeats", "1", "--skip_embedding"], _ctfm),
+]
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object a benchmark printed (its last top-level ``{...}``; logs may precede it)."""
+    start = stdout.rfind("\n{")
+    return json.loads(stdout[start + 1 if start >= 0 else stdout.find("{"):])
+
+
+def run_benchmark(b: Benchmark, quick: bool, device: str, timeout: int) -> tuple[dict, list[Figure], str | None]:
+    """Run one benchmark; returns its report, its figures, and the reason it could not run (or None)."""
+    cmd = [sys.executable, str(BENCH / b.script), *(b.quick_args if quick else b.full_args), "--device", device]
+    t = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {}, [], f"timed out after {timeout} s"
+    if out.returncode != 0:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {}, [], f"exit {out.returncode}: {tail[0][:300]}"
+    report = last_json(out.stdout)
+    report["wall_s"] = round(time.perf_counter() - t, 1)
+    return report, b.figures(report), None
+
+
+def versions() -> dict[str, str]:
+    import monai
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__, "platform": platform.platform()}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Benchmarks, {result['date']}, {result['device_name']} ({'quick' if result['quick'] else 'full'} sizes); "
+        f"torch {result['versions']['torch']}, MONAI {result['versions']['monai']}.",
+        "",
+        "| benchmark | figure | value (s) | baseline | baseline (s) | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in result["figures"]:
+        met = {True: "yes", False: "**no**", None: ""}[f["met"]]
+        lines.append(f"| {f['benchmark']} | {f['figure']} | {f['value']:.4g} | {f['baseline_name']} | {f['baseline']:.4g} | {f['ratio']:.3g} | {f['goal']} | {met} |")
+    for name, reason in result["not_run"].items():
+        lines.append(f"| {name} | not run: {reason} | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CPU-sized problems (a few minutes on 2 cores)")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these benchmarks only")
+    ap.add_argument("--output", default=str(BENCH / "results"))
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
+    args = ap.parse_args(argv)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(), "device": device, "device_name": device_name(device), "quick": args.quick,
+        "versions": versions(), "figures": [], "reports": {}, "not_run": {},
+    }
+    for b in BENCHMARKS:
+        if args.only and b.name not in args.only:
+            continue
+        report, figures, reason = run_benchmark(b, args.quick, device, args.timeout)
+        if reason:
+            result["not_run"][b.name] = reason
+        result["reports"][b.name] = report
+        result["figures"] += [asdict(f) for f in figures]
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"suite_{result['date']}_{device}{'_quick' if args.quick else ''}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (out / f"{stem}.md").write_text(table)
+    print(table)
+    print(f"written: {out / stem}.json, .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
