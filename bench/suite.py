@@ -69,6 +69,11 @@ def _subfore(r: dict) -> list[Figure]:
     ]
 
 
+def _datapath(r: dict) -> list[Figure]:
+    return [Figure("subfore_datapath", f"SubFore loader, time per batch ({r['batch']} x {r['roi']}^3, {r['data']}): cached + thread loader / plain DataLoader "
+                   f"({r['workers']} workers)", r["bundle_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], f"<= {1 / r['goal_speedup']:.3g}")]
+
+
 def _anatomask(r: dict) -> list[Figure]:
     return [
         Figure("anatomask_masking", f"mask generation ({r['batch']} x {r['patches']} patches) / per-sample NumPy loop", r["vectorized_s"],
@@ -102,6 +107,7 @@ def _ctfm(r: dict) -> list[Figure]:
 
 BENCHMARKS = [
     Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
+    Benchmark("subfore_datapath", "bench_subfore_datapath.py", [], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
     Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
     Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
     Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),

@@ -54,10 +54,14 @@ NOT_SCRIPTABLE = {
     "SwinUNETR": "its blocks call torch.utils.checkpoint, whose **kwargs signature TorchScript cannot compile",
 }
 #: Overrides that make the bundles' transformer networks CPU-sized for ``--quick``.
+#: Networks built for one input size (position embeddings): their trace input is never shrunk.
+FIXED_INPUT_SIZE = {"UNETR", "ViT", "ViTAutoEnc"}
+
 QUICK_OVERRIDES = {
     "SwinUNETR": {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4},
     "UNETR": {"network_def#hidden_size": 96, "network_def#mlp_dim": 192, "network_def#num_heads": 4, "network_def#feature_size": 8},
-    **dict.fromkeys(("SegResNetDS", "ContrastiveModel", "EncoderClassifier", "PooledEncoder"), {"blocks_down": [1, 1, 1, 1, 1]}),
+    **dict.fromkeys(("SegResNetDS", "ContrastiveModel", "EncoderClassifier"), {"blocks_down": [1, 1, 1, 1, 1], "init_filters": 8}),
+    "PooledEncoder": {"blocks_down": [1, 1, 1, 1, 1]},  # its output is the features: their width (16 x init_filters) is the contract
 }
 
 
@@ -180,7 +184,9 @@ def check_properties(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
     return findings
 
 
-def check_torchscript(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
+def check_torchscript(bundle: Path, overrides: dict, tmp: Path, max_side: int | None = None) -> list[Finding]:
+    """Export ``network_def`` with MONAI's ``ckpt_export`` (scripted, else traced) and run the result;
+    ``max_side`` caps the trace input's sides (``--quick``: 64, a multiple of every network's stride)."""
     from monai.bundle import ConfigParser, ckpt_export
 
     cfg, meta_file = _network_config(bundle), bundle / "configs" / "metadata.json"
@@ -191,7 +197,9 @@ def check_torchscript(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]
     torch.save(net.state_dict(), tmp / "model.pt")
     meta = _load_json(meta_file)
     image = next(iter(meta["network_data_format"]["inputs"].values()))
-    shape = [1, image["num_channels"], *[s if isinstance(s, int) else 64 for s in image["spatial_shape"]]]
+    if type(net).__name__ in FIXED_INPUT_SIZE:
+        max_side = None
+    shape = [1, image["num_channels"], *[min(s, max_side or s) if isinstance(s, int) else 64 for s in image["spatial_shape"]]]
     errors = [NOT_SCRIPTABLE[type(net).__name__]] if type(net).__name__ in NOT_SCRIPTABLE else []
     for use_trace in ((True,) if errors else (False, True)):
         try:
@@ -284,7 +292,7 @@ def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, 
             if "properties_train" not in skip or "properties_infer" not in skip:
                 findings += [f for f in check_properties(bundle, overrides, tmp) if f.check not in skip]
             if "torchscript" not in skip:
-                findings += check_torchscript(bundle, overrides, tmp)
+                findings += check_torchscript(bundle, overrides, tmp, max_side=64 if quick else None)
             if "monailabel" not in skip and _predicts(meta):
                 findings += check_monailabel(bundle, overrides, tmp)
     return [f for f in findings if f.check not in skip]
