@@ -11,8 +11,9 @@ Both deliver the same batches (``batch`` random ``roi^3`` crops of CT, loaded, o
 
 ``speedup`` = plain time per batch / bundle time per batch in the steady state (the cache is built
 once per run and reported separately as ``cache_build_s``; so is the plain loader's worker start-up).
-Cases: the real CTs under ``../shared/data`` when present (``--data real``), else the embedded
-phantoms.
+Cases: the real CTs under ``../shared/data`` when present (``--data real``; listed repeatedly up to two
+batches, each repeat loaded again by the plain pipeline and cached again by the bundle's), else the
+embedded phantoms.
 
     python bench/bench_subfore_datapath.py [--data real|phantoms] [--roi 96] [--batch 4] [--batches 12] [--workers 2] [--device cpu]
 """
@@ -76,9 +77,9 @@ def main() -> None:
         parser.read_config(str(REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"))
         parser.update({"bundle_root": root, "roi_size": [args.roi] * 3, "batch_size": args.batch, "num_workers": args.workers,
                        "device": f"$torch.device('{device}')", "cache_on_device": device.type == "cuda", "preflight": False})
-        if cases:
-            parser["train#files"] = cases
-        files = parser.get_parsed_content("train#files")
+        files = cases or parser.get_parsed_content("train#files")
+        files = (files * (2 * args.batch // len(files) + 1))[: max(len(files), 2 * args.batch)]  # a few real CTs: list each again
+        parser["train#files"] = files
         transforms = parser.get_parsed_content("train#deterministic_transforms") + parser.get_parsed_content("train#random_transforms")
 
         from monai.transforms import Compose

@@ -55,3 +55,14 @@ def test_metadata_has_the_model_zoo_fields():
     assert meta["name"] == "subfore_pretrain" and meta["version"] in meta["changelog"]
     image = meta["network_data_format"]["inputs"]["image"]
     assert image["spatial_shape"] == [96, 96, 96] and image["value_range"] == [0.1, 1.0]
+
+
+def test_cache_on_device_keeps_volumes_on_the_device_and_crops_there(tmp_path, phantom_root):
+    p = parser_for("train.json", bundle_root=str(tmp_path), phantom_dir=str(phantom_root), num_phantoms=5, num_phantom_validation=1,
+                   roi_size=[32, 32, 32], batch_size=2, num_workers=2, cache_on_device=True, device="$torch.device('cpu')")
+    loader = p.get_parsed_content("train#dataloader")
+    assert loader.num_workers == 0  # the cached tensors live on the device: threads, not worker processes
+    cached = loader.dataset._cache[0]["image"]
+    assert cached.device == torch.device("cpu") and cached.shape[1:] != (32, 32, 32)  # the whole volume is cached, not a crop
+    batch = next(iter(loader))
+    assert batch["image"].shape == (2, 1, 32, 32, 32) and batch["image"].device == torch.device("cpu")
