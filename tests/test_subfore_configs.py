@@ -66,3 +66,17 @@ def test_cache_on_device_keeps_volumes_on_the_device_and_crops_there(tmp_path, p
     assert cached.device == torch.device("cpu") and cached.shape[1:] != (32, 32, 32)  # the whole volume is cached, not a crop
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 1, 32, 32, 32) and batch["image"].device == torch.device("cpu")
+
+
+def test_gradient_checkpointing_option_gives_the_same_gradients():
+    tiny = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4}
+    x = torch.rand(1, 1, 64, 64, 32)
+    grads = []
+    for on in (False, True):
+        net = parser_for("train.json", **tiny, gradient_checkpointing=on).get_parsed_content("network_def")
+        assert any(getattr(m, "use_checkpoint", False) for m in net.modules()) == on
+        if grads:
+            net.load_state_dict(grads[0][0])  # same weights as the run without checkpointing
+        net(x).square().mean().backward()
+        grads.append(({k: v.detach().clone() for k, v in net.state_dict().items()}, [p.grad.clone() for p in net.parameters()]))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))  # recomputation, same result
