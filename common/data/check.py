@@ -17,42 +17,39 @@ import json
 import sys
 from collections.abc import Sequence
 
+from common.cli import parse_overrides
 from common.data.datalist import CaseSource, DatalistError
-from common.data.preflight import CaseChecks, preflight
 
 KEY_IDS = ("train_datalist_keys", "val_datalist_keys", "datalist_keys", "evaluate_datalist_keys")
 
 
-def parse_overrides(extra: Sequence[str]) -> dict[str, object]:
-    """``--key value`` pairs as ``monai.bundle run`` reads them (values parsed as JSON when they are)."""
-    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
-        raise SystemExit(f"overrides must be '--key value' pairs, got: {' '.join(extra)}")
+def parse_values(extra: Sequence[str]) -> dict[str, object]:
+    """``--key value`` overrides (:func:`common.cli.parse_overrides`), values parsed as JSON when they are."""
     out: dict[str, object] = {}
-    for key, value in zip(extra[::2], extra[1::2]):
+    for key, raw in parse_overrides(extra).items():
         try:
-            out[key[2:]] = json.loads(value)
+            out[key] = json.loads(raw)
         except json.JSONDecodeError:
-            out[key[2:]] = value
+            out[key] = raw
     return out
 
 
-def bundle_source(config_files: Sequence[str], overrides: dict[str, object]) -> tuple[CaseSource, CaseChecks, list[str]]:
-    """The bundle's case source, checks and datalist keys, with ``overrides`` applied."""
+def bundle_source(config_files: Sequence[str], overrides: dict[str, object]) -> tuple[CaseSource, list[str]]:
+    """The bundle's case source (with its checks on) and datalist keys, with ``overrides`` applied."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(list(config_files))
     for key, value in overrides.items():
         parser[key] = value
-    for needed in ("case_source", "case_checks"):
-        if needed not in parser:
-            raise SystemExit(f"{', '.join(config_files)} defines no '{needed}': not a bundle of this collection, or too old")
+    if "case_source" not in parser:
+        raise SystemExit(f"{', '.join(config_files)} defines no 'case_source': not a bundle of this collection, or too old")
     parser["preflight"] = True
     keys: list[str] = []
     for key_id in KEY_IDS:
         if key_id in parser:
             keys += [k for k in parser.get_parsed_content(key_id) if k not in keys]
-    return parser.get_parsed_content("case_source"), parser.get_parsed_content("case_checks"), keys or ["training"]
+    return parser.get_parsed_content("case_source"), keys or ["training"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,14 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keys", nargs="+", help="datalist lists to check (default: every list the bundle uses)")
     ap.add_argument("--report", help="also write the full report as JSON here")
     args, extra = ap.parse_known_args(argv)
-    source, checks, keys = bundle_source(args.config_file, parse_overrides(extra))
+    source, keys = bundle_source(args.config_file, parse_values(extra))
     keys = args.keys or keys
     try:
-        items = source.all_cases(keys)
+        report = source.report(keys)
     except DatalistError as e:
         print(f"datalist problem: {e}", file=sys.stderr)
         return 1
-    report = preflight(items, checks)
     if args.report:
         report.write(args.report)
     if report.problems:

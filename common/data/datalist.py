@@ -147,6 +147,7 @@ def resolve_cases(
     on_bad_case: str = "stop",
     report_dir: str | os.PathLike | None = None,
     skipped: dict[str, list[str]] | None = None,
+    check_files: bool | None = None,
 ) -> list[dict]:
     """The cases a bundle should use (see the module docstring for the rules).
 
@@ -157,16 +158,19 @@ def resolve_cases(
     are reported at once, and ``on_bad_case="skip"`` drops the bad cases instead of stopping; the
     JSON report goes to ``report_dir/preflight_<keys>.json`` and the skipped cases into ``skipped``. Every case gets a ``case`` field (its
     image path) unless it has one, so logs can name it where image metadata is not tracked.
+    ``check_files`` (default: only without ``checks``) raises on missing files, listing all of them.
     """
+    if check_files is None:
+        check_files = checks is None
     if datalist:
-        items = load_datalist(datalist, keys, base_dir=dataset_dir or None, check_files=checks is None)
+        items = load_datalist(datalist, keys, base_dir=dataset_dir or None, check_files=check_files)
         logger.info(f"Using {len(items)} cases from datalist {datalist} ({', '.join(keys)}).")
     elif dataset_dir:
         folder = Path(dataset_dir)
         if not folder.is_dir():
             raise DatalistError(f"dataset_dir {folder} is not a folder")
         if (folder / "dataset.json").is_file():
-            items = load_datalist(folder / "dataset.json", keys, base_dir=folder, check_files=checks is None)
+            items = load_datalist(folder / "dataset.json", keys, base_dir=folder, check_files=check_files)
             logger.info(f"Using {len(items)} cases from {folder / 'dataset.json'} ({', '.join(keys)}).")
         else:
             items = [{"image": str(p)} for p in find_nifti(folder)]
@@ -195,7 +199,7 @@ class CaseSource:
     """A bundle's data settings in one config item, so every list it uses is resolved and checked alike.
 
     ``cases(keys)`` is :func:`resolve_cases` with these settings; ``report(keys)`` runs the pre-flight
-    check without stopping or skipping (for ``python -m common.data.preflight``).
+    check without stopping or skipping (for ``python -m common.data.check``).
     """
 
     dataset_dir: str | None = ""
@@ -209,11 +213,11 @@ class CaseSource:
     report_dir: str | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)  # filled by the pre-flight check with on_bad_case "skip"
 
-    def _resolve(self, keys: Sequence[str], checks: CaseChecks | None) -> list[dict]:
+    def _resolve(self, keys: Sequence[str], checks: CaseChecks | None, check_files: bool | None = None) -> list[dict]:
         return resolve_cases(
             self.dataset_dir, self.datalist, keys, phantom_dir=self.phantom_dir or None, num_phantoms=self.num_phantoms,
             num_phantom_validation=self.num_phantom_validation, phantom_kind=self.phantom_kind, checks=checks,
-            on_bad_case=self.on_bad_case, report_dir=self.report_dir, skipped=self.skipped,
+            on_bad_case=self.on_bad_case, report_dir=self.report_dir, skipped=self.skipped, check_files=check_files,
         )
 
     def cases(self, keys: Sequence[str] = ("training",)) -> list[dict]:
@@ -221,14 +225,5 @@ class CaseSource:
         return self._resolve(keys, self.checks)
 
     def report(self, keys: Sequence[str] = ("training",), checks: CaseChecks | None = None) -> PreflightReport:
-        """The pre-flight report of the cases under ``keys`` (missing files are reported, not raised)."""
-        checks = checks or self.checks or CaseChecks()
-        return preflight(self.all_cases(keys), checks)
-
-    def all_cases(self, keys: Sequence[str]) -> list[dict]:
-        """Every case under ``keys``, missing files included (they are the report's to list)."""
-        if self.datalist:
-            return load_datalist(self.datalist, keys, base_dir=self.dataset_dir or None, check_files=False)
-        if self.dataset_dir and (Path(self.dataset_dir) / "dataset.json").is_file():
-            return load_datalist(Path(self.dataset_dir) / "dataset.json", keys, base_dir=self.dataset_dir, check_files=False)
-        return self._resolve(keys, None)
+        """The pre-flight report of every case under ``keys``, missing files included (listed, not raised)."""
+        return preflight(self._resolve(keys, None, check_files=False), checks or self.checks or CaseChecks())

@@ -102,15 +102,15 @@ def _is_nifti(path: Path) -> bool:
 
 def _read(path: Path, role: str, checks: CaseChecks) -> FileFacts:
     """Facts about one image (``role='image'``) or label file; problems are phrased with its path."""
-    if not path.exists():
-        return FileFacts([f"{role} file does not exist: {path}"])
-    if path.is_file() and path.stat().st_size == 0:
-        return FileFacts([f"{role} file is empty (0 bytes): {path}"])
     try:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, role, checks)
+    except FileNotFoundError:
+        return FileFacts([f"{role} file does not exist: {path}"])
     except OSError as e:
         return FileFacts([f"{role} file cannot be accessed: {path}: {e}"])
+    if path.is_file() and stat.st_size == 0:
+        return FileFacts([f"{role} file is empty (0 bytes): {path}"])
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, role, checks)
     if key not in _MEMO:
         _MEMO[key] = _read_uncached(path, role, checks)
     return _MEMO[key]

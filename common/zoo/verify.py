@@ -53,10 +53,9 @@ ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "n
 NOT_SCRIPTABLE = {
     "SwinUNETR": "its blocks call torch.utils.checkpoint, whose **kwargs signature TorchScript cannot compile",
 }
-#: Overrides that make the bundles' transformer networks CPU-sized for ``--quick``.
 #: Networks built for one input size (position embeddings): their trace input is never shrunk.
 FIXED_INPUT_SIZE = {"UNETR", "ViT", "ViTAutoEnc"}
-
+#: Overrides that make the bundles' networks CPU-sized for ``--quick``.
 QUICK_OVERRIDES = {
     "SwinUNETR": {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4},
     "UNETR": {"network_def#hidden_size": 96, "network_def#mlp_dim": 192, "network_def#num_heads": 4, "network_def#feature_size": 8},
