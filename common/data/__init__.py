@@ -1,7 +1,8 @@
 """Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the pre-flight case check, the
-datalist CLI, seeded training subsets and an error-propagating thread loader."""
+datalist CLI, the dataset cache (memory/disk/none), seeded training subsets and an error-propagating thread loader."""
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset, generate_brats_case
+from common.data.cache import CACHE_MODES, make_dataset
 from common.data.datalist import (
     CaseSource,
     DatalistError,
@@ -32,6 +33,7 @@ from common.data.triage_phantoms import (
 
 __all__ = [
     "BTCV_LABELS",
+    "CACHE_MODES",
     "TRIAGE_CLASSES",
     "CaseChecks",
     "CaseSource",
@@ -48,6 +50,7 @@ __all__ = [
     "generate_case",
     "generate_triage_case",
     "load_datalist",
+    "make_dataset",
     "preflight",
     "resolve_cases",
     "select_fold",

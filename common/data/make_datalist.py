@@ -35,8 +35,7 @@ def case_key(path: Path) -> str:
     """Case name used to pair an image with its label (see module docstring)."""
     name = path.name
     for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)
     return _TAGS.sub("", name) or name
 
 

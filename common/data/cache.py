@@ -1,0 +1,110 @@
+"""Where the deterministic part of a bundle's preprocessing is kept between epochs: in memory, on disk, or nowhere.
+
+Every training config builds its datasets with :func:`make_dataset` and exposes two settings:
+
+- ``cache``: ``"memory"`` (``monai.data.CacheDataset``, the default: fastest, needs the preprocessed
+  cases to fit in RAM -- or in GPU memory with ``cache_on_device``), ``"disk"``
+  (``monai.data.PersistentDataset``: each case preprocessed once, ever, and kept as a ``.pt`` file --
+  for datasets larger than RAM and for repeated runs on the same cases), or ``"none"`` (every
+  transform on every access);
+- ``cache_dir``: where ``"disk"`` keeps its files, ``<bundle_root>/cache`` by default.
+
+On disk a case's file name hashes the case's entry in the datalist *and* the deterministic transforms
+with their settings (``hash_transform``), so changing ``pixdim`` or the intensity window starts a new
+cache instead of silently reusing a stale one; several runs and bundles can share one folder. Files
+hold plain tensors and load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose, RandomizableTrait, ToDevice, ToDeviced, Transform
+
+CACHE_MODES = ("memory", "disk", "none")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _describe(obj: Any, seen: set[int]) -> str:
+    """A text that changes when any setting of ``obj`` changes and stays the same across processes.
+
+    Transforms are described by class and attributes (recursively), arrays by content hash, functions -- config
+    lambdas included -- by bytecode and constants; memory addresses are dropped. Random generators are left out.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return repr(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        a = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
+        return f"array({a.dtype},{a.shape},{hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()})"
+    if isinstance(obj, (np.random.RandomState, torch.Generator)):
+        return type(obj).__name__
+    if isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        return f"fn({obj.__module__}.{obj.__qualname__},{code.co_code.hex()},{_describe(code.co_consts, seen)})"
+    if id(obj) in seen:
+        return "<cycle>"
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{k!r}:{_describe(v, seen)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+        return f"{type(obj).__name__}(" + ",".join(_describe(v, seen) for v in items) + ")"
+    if hasattr(obj, "__dict__"):
+        return f"{type(obj).__module__}.{type(obj).__qualname__}{_describe(vars(obj), seen)}"
+    return _ADDRESS.sub("", repr(obj))
+
+
+def transform_hash(transforms: Sequence[Any]) -> bytes:
+    """``PersistentDataset``'s ``hash_transform``: a digest of the cached transforms and all their settings."""
+    return hashlib.sha256(_describe(list(transforms), set()).encode()).hexdigest().encode()
+
+
+
+def _first_uncachable(transform: Compose) -> int:
+    """Index of the first transform a disk cache must not run: a random one, a non-``Transform`` callable, or a
+    device move (tensors on a GPU must not be pickled into the cache)."""
+    index = transform.get_index_of_first(
+        lambda t: isinstance(t, (RandomizableTrait, ToDevice, ToDeviced)) or not isinstance(t, Transform)
+    )
+    return len(transform.transforms) if index is None else index
+
+
+def make_dataset(
+    data: Sequence[dict],
+    transform: Compose,
+    cache: str = "memory",
+    cache_rate: float = 1.0,
+    num_workers: int | None = 1,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """A dataset of ``data`` through ``transform`` with its deterministic head cached as ``cache`` says.
+
+    ``"memory"``: ``CacheDataset`` (``cache_rate``, ``num_workers`` threads to build it). ``"disk"``:
+    ``PersistentDataset`` in ``cache_dir`` for the transforms up to the first random one (or device move),
+    the rest applied on each access. ``"none"``: ``Dataset``.
+    """
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache: {cache!r} is not one of {', '.join(map(repr, CACHE_MODES))}")
+    if cache == "memory":
+        return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers)
+    if cache == "none":
+        return Dataset(data, transform)
+    if not cache_dir:
+        raise ValueError("cache: 'disk' needs cache_dir (a folder for the preprocessed cases)")
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    split = _first_uncachable(transform)
+    head = Compose(transform.transforms[:split])
+    tail = transform.transforms[split:]
+    persistent = PersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)
+    # the random tail keeps its transform objects, so checkpointed generator states (RNGState) still reach them
+    return Dataset(persistent, Compose(tail)) if tail else persistent
