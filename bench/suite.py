@@ -34,7 +34,7 @@ GOAL_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": 
 
 @dataclass
 class Figure:
-    """One measured figure: ``value`` against ``baseline`` (seconds), ``ratio = value / baseline``."""
+    """One measured figure: ``value`` against ``baseline`` (seconds, unless the figure names another unit), ``ratio = value / baseline``."""
 
     benchmark: str
     figure: str
@@ -70,8 +70,24 @@ def _subfore(r: dict) -> list[Figure]:
 
 
 def _datapath(r: dict) -> list[Figure]:
-    return [Figure("subfore_datapath", f"SubFore loader, time per batch ({r['batch']} x {r['roi']}^3, {r['data']}): cached + thread loader / plain DataLoader "
-                   f"({r['workers']} workers)", r["bundle_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], f"<= {1 / r['goal_speedup']:.3g}")]
+    setting = f"({r['batch']} x {r['roi']}^3, {r['data']})"
+    goal = f"<= {1 / r['goal_speedup']:.3g}"
+    return [
+        Figure("subfore_datapath", f"SubFore loader, time per batch {setting}: memory cache + thread loader / plain DataLoader ({r['workers']} workers)",
+               r["bundle_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
+        Figure("subfore_datapath", f"SubFore loader, time per batch {setting}: disk cache (a later run) + thread loader / plain DataLoader ({r['workers']} workers)",
+               r["disk_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
+    ]
+
+
+def _ddp(r: dict) -> list[Figure]:
+    setting = f"{r['batch']} x {r['roi']}^3, {r['network']}"
+    return [
+        Figure("ddp_scaling", f"{r['procs']}-process DDP step on CPU (gloo, 1 thread each) / one process ({r['single_threads']} threads), same batch ({setting})",
+               r["ddp_s_per_step"], "one process", r["single_s_per_step"]),
+        Figure("ddp_scaling", "DDP gradient error (max abs, first step) / largest gradient: against one process summing the same per-rank losses",
+               r["max_grad_error"], "largest gradient", r["max_grad"], "<= 1e-05"),
+    ]
 
 
 def _anatomask(r: dict) -> list[Figure]:
@@ -108,6 +124,7 @@ def _ctfm(r: dict) -> list[Figure]:
 BENCHMARKS = [
     Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
     Benchmark("subfore_datapath", "bench_subfore_datapath.py", [], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
+    Benchmark("ddp_scaling", "bench_ddp_scaling.py", ["--batch", "4", "--steps", "5"], ["--batch", "2", "--steps", "4"], _ddp),
     Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
     Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
     Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),
@@ -155,9 +172,9 @@ def device_name(device: str) -> str:
 def markdown(result: dict) -> str:
     lines = [
         f"Benchmarks, {result['date']}, {result['device_name']} ({'quick' if result['quick'] else 'full'} sizes); "
-        f"torch {result['versions']['torch']}, MONAI {result['versions']['monai']}.",
+        f"torch {result['versions']['torch']}, MONAI {result['versions']['monai']}. Values in seconds unless the figure names another quantity.",
         "",
-        "| benchmark | figure | value (s) | baseline | baseline (s) | ratio | goal | met |",
+        "| benchmark | figure | value | baseline | baseline value | ratio | goal | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in result["figures"]:
