@@ -17,7 +17,11 @@ Cases: the real CTs under ``../shared/data`` when present (``--data real``; list
 batches, each repeat loaded again by the plain pipeline and cached again by the bundle's), else the
 embedded phantoms.
 
-    python bench/bench_subfore_datapath.py [--data real|phantoms] [--roi 96] [--batch 4] [--batches 12] [--workers 2] [--device cpu]
+With ``--train_step`` every batch also goes through the bundle's training step (masking, SwinUNETR of
+``--feature_size``, masked L1, AdamW, AMP on a GPU): the pretraining samples/s, the issue's GPU figure.
+
+    python bench/bench_subfore_datapath.py [--data real|phantoms] [--roi 96] [--batch 4] [--batches 12] [--workers 2]
+        [--train_step [--feature_size 48]] [--device cpu]
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def real_cases() -> list[dict]:
     return [{"image": str(p)} for p in REAL_CT if p.is_file()]
 
 
-def time_batches(loader, n: int, device: torch.device) -> tuple[float, float]:
-    """(seconds for the first batch, mean seconds per batch over the next ``n``, restarting epochs as needed)."""
+def time_batches(loader, n: int, device: torch.device, step=None) -> tuple[float, float]:
+    """(seconds for the first batch, mean seconds per batch over the next ``n``, restarting epochs as needed);
+    with ``step``, each batch also goes through ``step(images)`` (a training step)."""
     it = iter(loader)
     t = time.perf_counter()
     next(it)
@@ -56,11 +61,32 @@ def time_batches(loader, n: int, device: torch.device) -> tuple[float, float]:
         except StopIteration:
             it = iter(loader)
             continue
-        batch["image"].to(device, non_blocking=True)
+        images = batch["image"].to(device, non_blocking=True)
+        if step is not None:
+            step(images)
         done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
     return first, (time.perf_counter() - t) / n
+
+
+def training_step(parser: ConfigParser, device: torch.device):
+    """The bundle's SubFore step (masking, network, masked L1, AdamW; AMP as ``amp``/``amp_dtype`` say) as ``step(images)``."""
+    network, masker, loss_fn = parser.get_parsed_content("network"), parser.get_parsed_content("masker"), parser.get_parsed_content("loss")
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+    amp, dtype = parser.get_parsed_content("amp"), parser.get_parsed_content("amp_dtype")
+
+    from common.losses.masked_reconstruction import pack_target
+
+    def step(images: torch.Tensor) -> None:
+        masked, voxel_mask = masker(images)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            loss = loss_fn(network(masked), pack_target(images, voxel_mask))
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def main() -> None:
@@ -70,6 +96,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--batches", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--train_step", action="store_true", help="time loader + training step (the pretraining samples/s), not the loader alone")
+    ap.add_argument("--feature_size", type=int, default=48, help="network size for --train_step")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -78,7 +106,8 @@ def main() -> None:
         parser = ConfigParser()
         parser.read_config(str(REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"))
         parser.update({"bundle_root": root, "roi_size": [args.roi] * 3, "batch_size": args.batch, "num_workers": args.workers,
-                       "device": f"$torch.device('{device}')", "cache_on_device": device.type == "cuda", "preflight": False})
+                       "device": f"$torch.device('{device}')", "cache_on_device": device.type == "cuda", "preflight": False,
+                       "feature_size": args.feature_size})
         files = cases or parser.get_parsed_content("train#files")
         files = (files * (2 * args.batch // len(files) + 1))[: max(len(files), 2 * args.batch)]  # a few real CTs: list each again
         parser["train#files"] = files
@@ -88,12 +117,13 @@ def main() -> None:
 
         plain = DataLoader(Dataset(files, Compose(transforms)), batch_size=args.batch, shuffle=True, num_workers=args.workers,
                            drop_last=True, persistent_workers=args.workers > 0)
-        plain_first, plain_s = time_batches(plain, args.batches, device)
+        step = training_step(parser, device) if args.train_step else None
+        plain_first, plain_s = time_batches(plain, args.batches, device, step)
 
         t = time.perf_counter()
         loader = parser.get_parsed_content("train#dataloader")  # builds the cache
         cache_s = time.perf_counter() - t
-        bundle_first, bundle_s = time_batches(loader, args.batches, device)
+        bundle_first, bundle_s = time_batches(loader, args.batches, device, step)
 
         parser.update({"cache": "disk", "cache_dir": f"{root}/cache"})
         disk = parser.get_parsed_content("train#dataloader", lazy=False)
@@ -101,11 +131,12 @@ def main() -> None:
         for _ in disk:  # the first epoch writes the files
             pass
         disk_build_s = time.perf_counter() - t
-        _, disk_s = time_batches(disk, args.batches, device)
+        _, disk_s = time_batches(disk, args.batches, device, step)
     print(json.dumps({
         "benchmark": "subfore_datapath", "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "host": platform.processor() or platform.machine(), "cases": len(files), "data": args.data if cases or args.data == "phantoms" else "phantoms (no real CT)",
-        "roi": args.roi, "batch": args.batch, "workers": args.workers, "batches_timed": args.batches,
+        "roi": args.roi, "batch": args.batch,
+        "timed": f"loader + training step (SwinUNETR fs{args.feature_size})" if args.train_step else "loader only", "workers": args.workers, "batches_timed": args.batches,
         "plain_s_per_batch": round(plain_s, 4), "plain_first_batch_s": round(plain_first, 3),
         "bundle_s_per_batch": round(bundle_s, 4), "bundle_first_batch_s": round(bundle_first, 3), "cache_build_s": round(cache_s, 3),
         "plain_samples_per_s": round(args.batch / plain_s, 2), "bundle_samples_per_s": round(args.batch / bundle_s, 2),

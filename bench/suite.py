@@ -1,6 +1,6 @@
 """Every benchmark of the collection in one command: one JSON and one Markdown table of figures.
 
-    python bench/suite.py [--quick] [--device cpu|cuda] [--only NAME ...] [--output bench/results]
+    python bench/suite.py [--quick] [--device cpu|cuda] [--only NAME ...] [--output bench/results] [--update_docs]
 
 Each benchmark runs in its own process (``python bench/<script>.py``; they print JSON) and each
 figure is a *ratio against a baseline measured in the same run* -- ``ratio = value / baseline``, both
@@ -9,8 +9,9 @@ to what a 2-core CPU runs in a few minutes (the figures in the docs name the mod
 benchmarks run at the papers' sizes, which is the GPU setting. A benchmark that cannot run here (no
 real CT, no GPU) is listed with its reason instead of failing the suite.
 
-Writes ``<output>/suite_<date>_<device>.json`` (figures, every benchmark's full report, device,
-versions) and the same as ``.md``, and prints the Markdown table.
+Writes ``<output>/suite_<date>_<device>[_quick].json`` (figures, every benchmark's full report, device,
+versions) and the same as ``.md``, and prints the Markdown table. ``--update_docs`` then writes the
+newest results into the figure blocks of the README and the bundles' docs (``bench/update_docs.py``).
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ def _subfore(r: dict) -> list[Figure]:
 
 
 def _datapath(r: dict) -> list[Figure]:
-    setting = f"({r['batch']} x {r['roi']}^3, {r['data']})"
+    setting = f"({r['batch']} x {r['roi']}^3, {r['data']}, {r.get('timed', 'loader only')})"
     goal = f"<= {1 / r['goal_speedup']:.3g}"
     return [
-        Figure("subfore_datapath", f"SubFore loader, time per batch {setting}: memory cache + thread loader / plain DataLoader ({r['workers']} workers)",
+        Figure("subfore_datapath", f"SubFore pretraining, time per batch {setting}: memory cache + thread loader / plain DataLoader ({r['workers']} workers)",
                r["bundle_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
-        Figure("subfore_datapath", f"SubFore loader, time per batch {setting}: disk cache (a later run) + thread loader / plain DataLoader ({r['workers']} workers)",
+        Figure("subfore_datapath", f"SubFore pretraining, time per batch {setting}: disk cache (a later run) + thread loader / plain DataLoader ({r['workers']} workers)",
                r["disk_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
     ]
 
@@ -88,6 +89,31 @@ def _ddp(r: dict) -> list[Figure]:
         Figure("ddp_scaling", "DDP gradient error (max abs, first step) / largest gradient: against one process summing the same per-rank losses",
                r["max_grad_error"], "largest gradient", r["max_grad"], "<= 1e-05"),
     ]
+
+
+def _memory(r: dict) -> list[Figure]:
+    size = f"{r['network']}, {r['batch']} x {r['roi']}^3"
+    plain, ckpt, budget = r["plain"], r["checkpointing"], r["budget_gib"]
+    figures = [
+        Figure("training_memory", f"saved activations (GiB, fp32, counted on the meta device), gradient_checkpointing / without ({size})",
+               ckpt["saved_activations_gib"], "without", plain["saved_activations_gib"]),
+        Figure("training_memory", f"training memory floor with gradient_checkpointing (GiB: activations + 4 x parameters) / {budget:g} GiB card ({size})",
+               ckpt["estimated_gib"], f"{budget:g} GiB", budget, "<= 1"),
+        Figure("training_memory", f"training memory floor without checkpointing (GiB) / {budget:g} GiB card ({size})", plain["estimated_gib"], f"{budget:g} GiB", budget),
+    ]
+    for name, entry in (("with gradient_checkpointing", ckpt), ("without checkpointing", plain)):
+        if entry.get("peak_gib"):
+            figures.append(Figure("training_memory", f"peak GPU memory of an AMP step {name} (GiB, {r['gpu']}) / {budget:g} GiB card ({size})",
+                                  entry["peak_gib"], f"{budget:g} GiB", budget, "<= 1" if entry is ckpt else ""))
+    return figures
+
+
+def _speed(r: dict) -> list[Figure]:
+    size = f"{r['network']}, {r['batch']} x {r['roi']}^3"
+    base = r["variants"]["fp32"]["s_per_step"]
+    names = {"amp": f"AMP ({r['amp_dtype']})", "channels_last": f"AMP ({r['amp_dtype']}) + channels_last_3d", "compile": f"AMP ({r['amp_dtype']}) + torch.compile"}
+    return [Figure("training_speed", f"SubFore training step, {names[v]} / fp32 ({size})", e["s_per_step"], "fp32 step", base)
+            for v, e in r["variants"].items() if v != "fp32"]
 
 
 def _anatomask(r: dict) -> list[Figure]:
@@ -123,8 +149,11 @@ def _ctfm(r: dict) -> list[Figure]:
 
 BENCHMARKS = [
     Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
-    Benchmark("subfore_datapath", "bench_subfore_datapath.py", [], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
+    Benchmark("subfore_datapath", "bench_subfore_datapath.py", ["--train_step"], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
     Benchmark("ddp_scaling", "bench_ddp_scaling.py", ["--batch", "4", "--steps", "5"], ["--batch", "2", "--steps", "4"], _ddp),
+    Benchmark("training_memory", "bench_training_memory.py", [], [], _memory),
+    Benchmark("training_speed", "bench_training_speed.py", [], ["--feature_size", "12", "--depths", "1", "1", "1", "1", "--window", "4", "--roi", "64",
+                                                                "--batch", "2", "--repeats", "3", "--variants", "fp32", "amp", "channels_last"], _speed),
     Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
     Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
     Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),
@@ -169,6 +198,16 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def figure_rows(result: dict) -> list[tuple[str, str]]:
+    """``(benchmark, Markdown table row)`` for every figure of a suite result, then one row per benchmark that did not run."""
+    rows = []
+    for f in result["figures"]:
+        met = {True: "yes", False: "**no**", None: ""}[f["met"]]
+        rows.append((f["benchmark"], f"| {f['benchmark']} | {f['figure']} | {f['value']:.4g} | {f['baseline_name']} | {f['baseline']:.4g} | {f['ratio']:.3g} | {f['goal']} | {met} |"))
+    rows += [(name, f"| {name} | not run: {reason} | | | | | | |") for name, reason in result["not_run"].items()]
+    return rows
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"Benchmarks, {result['date']}, {result['device_name']} ({'quick' if result['quick'] else 'full'} sizes); "
@@ -177,11 +216,7 @@ def markdown(result: dict) -> str:
         "| benchmark | figure | value | baseline | baseline value | ratio | goal | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for f in result["figures"]:
-        met = {True: "yes", False: "**no**", None: ""}[f["met"]]
-        lines.append(f"| {f['benchmark']} | {f['figure']} | {f['value']:.4g} | {f['baseline_name']} | {f['baseline']:.4g} | {f['ratio']:.3g} | {f['goal']} | {met} |")
-    for name, reason in result["not_run"].items():
-        lines.append(f"| {name} | not run: {reason} | | | | | | |")
+    lines += [row for _, row in figure_rows(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these benchmarks only")
     ap.add_argument("--output", default=str(BENCH / "results"))
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
+    ap.add_argument("--update_docs", action="store_true", help="then write the newest results into the docs' figure blocks (bench/update_docs.py)")
     args = ap.parse_args(argv)
     import torch
 
@@ -216,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.md").write_text(table)
     print(table)
     print(f"written: {out / stem}.json, .md")
+    if args.update_docs:
+        import update_docs
+
+        return update_docs.main(["--results", str(out)])
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,13 @@ def phantom_root(tmp_path_factory) -> Path:
     return root
 
 
+def free_port() -> int:
+    """A TCP port no one listens on now, for torchrun's rendezvous (tests may run in parallel: pytest -n 2)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_bundle(
     config_files: list[Path], overrides: dict, cwd: Path = REPO, env: dict | None = None, timeout: int = 600, torchrun: int = 0
 ) -> subprocess.CompletedProcess:
@@ -58,7 +66,7 @@ def run_bundle(
         args += [f"--{k}", format_override(v)]
     launcher = [sys.executable, "-m"]
     if torchrun:
-        launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", "--master_port=29517", "-m"]
+        launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", f"--master_port={free_port()}", "-m"]
     cmd = launcher + ["monai.bundle", "run", "--config_file", files] + args
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

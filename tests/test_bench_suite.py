@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from suite import Figure, last_json, markdown  # noqa: E402 - bench/ is a folder of scripts
+import update_docs  # noqa: E402 - bench/ is a folder of scripts
+from suite import BENCHMARKS, Figure, last_json, markdown  # noqa: E402
 
 
 def test_figures_are_ratios_with_goals():
@@ -40,3 +41,31 @@ def test_one_command_writes_the_json_and_the_table(tmp_path):
     assert numpy_loop["ratio"] == pytest.approx(numpy_loop["value"] / numpy_loop["baseline"], rel=1e-3)
     assert numpy_loop["ratio"] < 1  # the vectorized masking beats the per-sample loop, measured in this run
     assert (tmp_path / next(tmp_path.glob("*.json")).name.replace(".json", ".md")).read_text().count("| anatomask_masking |") == 2
+
+
+def _result(device: str, quick: bool, figures: list[Figure]) -> dict:
+    return {"date": "2026-11-25", "device": device, "device_name": device.upper(), "quick": quick, "versions": {"torch": "2", "monai": "1"},
+            "figures": [vars(f) for f in figures], "not_run": {}}
+
+
+def test_docs_blocks_take_the_named_benchmarks_from_the_newest_result_of_each_kind(tmp_path):
+    old = _result("cpu", True, [Figure("ctfm", "old step", 9.0, "plain", 1.0)])
+    new = _result("cpu", True, [Figure("ctfm", "step", 2.0, "plain", 1.0), Figure("medcontext_step", "other", 1.0, "x", 1.0)])
+    gpu = _result("cuda", False, [Figure("ctfm", "gpu step", 0.5, "plain", 1.0)])
+    for name, r in (("suite_2026-11-01_cpu_quick.json", old), ("suite_2026-11-25_cpu_quick.json", new), ("suite_2026-11-25_cuda.json", gpu)):
+        (tmp_path / name).write_text(json.dumps(r))
+    results = update_docs.latest_results(tmp_path)
+    assert [p.name for p, _ in results] == ["suite_2026-11-25_cuda.json", "suite_2026-11-25_cpu_quick.json"]  # GPU full sizes first
+    text = "intro\n<!-- bench: ctfm -->\nhand-edited 1.0 s\n<!-- /bench -->\nend\n"
+    out = update_docs.update(text, results)
+    assert "hand-edited" not in out and "| ctfm | gpu step | 0.5 |" in out and "| ctfm | step | 2 |" in out
+    assert "old step" not in out and "medcontext_step" not in out  # the newest result only, the named benchmark only
+    assert out.index("suite_2026-11-25_cuda.json") < out.index("suite_2026-11-25_cpu_quick.json") and out.endswith("<!-- /bench -->\nend\n")
+    assert update_docs.update(out, results) == out  # idempotent: --check passes right after an update
+
+
+def test_every_docs_block_names_known_benchmarks_and_matches_the_committed_results():
+    known = {b.name for b in BENCHMARKS}
+    named = [n for path in update_docs.docs_files() for m in update_docs.BLOCK.finditer(path.read_text()) for n in m.group(2).split()]
+    assert named and set(named) <= known, set(named) - known
+    assert update_docs.main(["--check"]) == 0, "docs figures differ from bench/results: run python bench/update_docs.py"

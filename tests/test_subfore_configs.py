@@ -80,3 +80,16 @@ def test_gradient_checkpointing_option_gives_the_same_gradients():
         net(x).square().mean().backward()
         grads.append(({k: v.detach().clone() for k, v in net.state_dict().items()}, [p.grad.clone() for p in net.parameters()]))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))  # recomputation, same result
+
+
+def test_channels_last_option_keeps_the_result():
+    """``channels_last`` stores the conv weights in ``channels_last_3d`` (0.6-0.7x step time on a CPU, bench/bench_training_speed.py);
+    the network computes the same function, so checkpoints and exported weights stay interchangeable."""
+    tiny = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "device": "$torch.device('cpu')"}
+    x = torch.rand(1, 1, 64, 64, 32)
+    plain = parser_for("train.json", **tiny).get_parsed_content("network")
+    fast = parser_for("train.json", **tiny, channels_last=True).get_parsed_content("network")
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+    fast.load_state_dict(plain.state_dict())
+    assert torch.allclose(plain(x), fast(x), atol=1e-5)
