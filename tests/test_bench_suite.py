@@ -69,3 +69,14 @@ def test_every_docs_block_names_known_benchmarks_and_matches_the_committed_resul
     named = [n for path in update_docs.docs_files() for m in update_docs.BLOCK.finditer(path.read_text()) for n in m.group(2).split()]
     assert named and set(named) <= known, set(named) - known
     assert update_docs.main(["--check"]) == 0, "docs figures differ from bench/results: run python bench/update_docs.py"
+
+
+def test_training_memory_counts_what_checkpointing_saves():
+    """Activations counted on the meta device: exact on a small CPU run, and gradient checkpointing keeps fewer of them."""
+    import torch
+    from bench_training_memory import bundle_network, saved_activation_bytes
+
+    x = torch.rand(1, 1, 64, 64, 64)
+    on_cpu = saved_activation_bytes(bundle_network(12, False), x)
+    assert saved_activation_bytes(bundle_network(12, False).to("meta"), x.to("meta")) == on_cpu > 0  # no arithmetic, same count
+    assert saved_activation_bytes(bundle_network(12, True).to("meta"), x.to("meta")) < 0.7 * on_cpu
