@@ -27,16 +27,13 @@ import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from monai.bundle import ConfigParser
+from timing import subfore_config
 from torch.nn.parallel import DistributedDataParallel
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"
 
 
 def bundle_parts(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -45,9 +42,7 @@ def bundle_parts(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Mo
 
     from common.losses.masked_reconstruction import pack_target
 
-    parser = ConfigParser()
-    parser.read_config(str(CONFIG))
-    parser.update({"bundle_root": tempfile.gettempdir(), "device": "$torch.device('cpu')", "roi_size": [args.roi] * 3,
+    parser = subfore_config(**{"device": "$torch.device('cpu')", "roi_size": [args.roi] * 3,
                    "feature_size": args.feature_size, "network_def#depths": args.depths, "network_def#window_size": args.window})
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")

@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
+from monai.bundle import ConfigParser
+from timing import subfore_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -103,9 +104,7 @@ def main() -> None:
     device = torch.device(args.device)
     cases = real_cases() if args.data == "real" else []
     with tempfile.TemporaryDirectory() as root:
-        parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"))
-        parser.update({"bundle_root": root, "roi_size": [args.roi] * 3, "batch_size": args.batch, "num_workers": args.workers,
+        parser = subfore_config(**{"bundle_root": root, "roi_size": [args.roi] * 3, "batch_size": args.batch, "num_workers": args.workers,
                        "device": f"$torch.device('{device}')", "cache_on_device": device.type == "cuda", "preflight": False,
                        "feature_size": args.feature_size})
         files = cases or parser.get_parsed_content("train#files")

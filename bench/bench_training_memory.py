@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from timing import subfore_config
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"
 GIB = 2**30
 
 
 def bundle_network(feature_size: int, checkpointing: bool) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(CONFIG))
-    parser.update({"bundle_root": tempfile.gettempdir(), "feature_size": feature_size, "gradient_checkpointing": checkpointing})
+    parser = subfore_config(feature_size=feature_size, gradient_checkpointing=checkpointing)
     return parser.get_parsed_content("network_def")
 
 

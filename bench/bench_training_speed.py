@@ -24,16 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
-from timing import median_time
+from timing import median_time, subfore_config
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "bundles" / "subfore_pretrain" / "configs" / "train.json"
 VARIANTS = ("fp32", "amp", "channels_last", "compile")
 
 
@@ -49,9 +44,7 @@ def make_step(args: argparse.Namespace, variant: str, device: torch.device):
 
     from common.losses.masked_reconstruction import pack_target
 
-    parser = ConfigParser()
-    parser.read_config(str(CONFIG))
-    parser.update({"bundle_root": tempfile.gettempdir(), "device": f"$torch.device('{device}')", "roi_size": [args.roi] * 3,
+    parser = subfore_config(**{"device": f"$torch.device('{device}')", "roi_size": [args.roi] * 3,
                    "feature_size": args.feature_size, "network_def#depths": args.depths, "network_def#window_size": args.window})
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def").to(device)

@@ -1,12 +1,26 @@
-"""Timing helper shared by the benchmarks (run as ``python bench/<name>.py``, so this folder is on the path)."""
+"""Helpers shared by the benchmarks (run as ``python bench/<name>.py``, so this folder is on the path):
+a median timer and SubFore's bundle config with overrides."""
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
+
+SUBFORE_TRAIN = Path(__file__).resolve().parent.parent / "bundles" / "subfore_pretrain" / "configs" / "train.json"
+
+
+def subfore_config(**overrides) -> ConfigParser:
+    """``subfore_pretrain``'s train.json with ``overrides`` (``bundle_root`` defaults to the temp folder)."""
+    parser = ConfigParser()
+    parser.read_config(str(SUBFORE_TRAIN))
+    parser.update({"bundle_root": tempfile.gettempdir(), **overrides})
+    return parser
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
