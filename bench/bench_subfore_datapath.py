@@ -35,8 +35,7 @@ from pathlib import Path
 
 import torch
 from monai.data import DataLoader, Dataset
-from monai.bundle import ConfigParser
-from timing import subfore_config
+from timing import subfore_config, subfore_step
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -71,25 +70,6 @@ def time_batches(loader, n: int, device: torch.device, step=None) -> tuple[float
     return first, (time.perf_counter() - t) / n
 
 
-def training_step(parser: ConfigParser, device: torch.device):
-    """The bundle's SubFore step (masking, network, masked L1, AdamW; AMP as ``amp``/``amp_dtype`` say) as ``step(images)``."""
-    network, masker, loss_fn = parser.get_parsed_content("network"), parser.get_parsed_content("masker"), parser.get_parsed_content("loss")
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
-    amp, dtype = parser.get_parsed_content("amp"), parser.get_parsed_content("amp_dtype")
-
-    from common.losses.masked_reconstruction import pack_target
-
-    def step(images: torch.Tensor) -> None:
-        masked, voxel_mask = masker(images)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            loss = loss_fn(network(masked), pack_target(images, voxel_mask))
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", choices=("real", "phantoms"), default="real")
@@ -116,7 +96,8 @@ def main() -> None:
 
         plain = DataLoader(Dataset(files, Compose(transforms)), batch_size=args.batch, shuffle=True, num_workers=args.workers,
                            drop_last=True, persistent_workers=args.workers > 0)
-        step = training_step(parser, device) if args.train_step else None
+        dtype = parser.get_parsed_content("amp_dtype") if parser.get_parsed_content("amp") else None
+        step = subfore_step(parser, parser.get_parsed_content("network"), dtype) if args.train_step else None
         plain_first, plain_s = time_batches(plain, args.batches, device, step)
 
         t = time.perf_counter()

@@ -1,7 +1,7 @@
 """SubFore training step under AMP, channels-last and torch.compile against plain fp32, in one run; prints JSON.
 
-One step = masked input through the network of ``subfore_pretrain/configs/train.json``, the bundle's
-masked L1, backward, AdamW -- on a fixed batch of CT-like crops, median of ``--repeats`` after warm-up.
+One step = the bundle's masking, the network of ``subfore_pretrain/configs/train.json``, the bundle's
+masked L1, backward, AdamW (``timing.subfore_step``) -- on a fixed batch of CT-like crops, median of ``--repeats`` after warm-up.
 Variants (``--variants``, each against ``fp32`` measured in the same run):
 
 - ``fp32``: no autocast (the baseline);
@@ -27,7 +27,7 @@ import platform
 import time
 
 import torch
-from timing import median_time, subfore_config
+from timing import median_time, subfore_config, subfore_step
 
 VARIANTS = ("fp32", "amp", "channels_last", "compile")
 
@@ -42,31 +42,17 @@ def make_step(args: argparse.Namespace, variant: str, device: torch.device):
     """A closure running one training step of ``variant``; the network, data and optimizer are built fresh."""
     from bench_subfore_masking import synthetic_batch
 
-    from common.losses.masked_reconstruction import pack_target
-
     parser = subfore_config(**{"device": f"$torch.device('{device}')", "roi_size": [args.roi] * 3,
                    "feature_size": args.feature_size, "network_def#depths": args.depths, "network_def#window_size": args.window})
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def").to(device)
     images = synthetic_batch(args.batch, args.roi, device)
-    masked, voxel_mask = parser.get_parsed_content("masker")(images)
-    target, loss_fn = pack_target(images, voxel_mask), parser.get_parsed_content("loss")
     if variant == "channels_last":
         network = network.to(memory_format=torch.channels_last_3d)
-        masked = masked.contiguous(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+        images = images.contiguous(memory_format=torch.channels_last_3d)
     model = torch.compile(network) if variant == "compile" else network
-    scaler = torch.amp.GradScaler(device.type, enabled=variant != "fp32" and amp_dtype(device) == torch.float16)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=variant != "fp32"):
-            loss = loss_fn(model(masked), target)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
+    step = subfore_step(parser, model, None if variant == "fp32" else amp_dtype(device))
+    return lambda: step(images)
 
 
 def main() -> None:

@@ -198,6 +198,9 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+TABLE_HEADER = "| benchmark | figure | value | baseline | baseline value | ratio | goal | met |\n|---|---|---|---|---|---|---|---|"
+
+
 def figure_rows(result: dict) -> list[tuple[str, str]]:
     """``(benchmark, Markdown table row)`` for every figure of a suite result, then one row per benchmark that did not run."""
     rows = []
@@ -213,8 +216,7 @@ def markdown(result: dict) -> str:
         f"Benchmarks, {result['date']}, {result['device_name']} ({'quick' if result['quick'] else 'full'} sizes); "
         f"torch {result['versions']['torch']}, MONAI {result['versions']['monai']}. Values in seconds unless the figure names another quantity.",
         "",
-        "| benchmark | figure | value | baseline | baseline value | ratio | goal | met |",
-        "|---|---|---|---|---|---|---|---|",
+        TABLE_HEADER,
     ]
     lines += [row for _, row in figure_rows(result)]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Helpers shared by the benchmarks (run as ``python bench/<name>.py``, so this folder is on the path):
-a median timer and SubFore's bundle config with overrides."""
+a median timer, SubFore's bundle config with overrides, and SubFore's training step."""
 
 from __future__ import annotations
 
@@ -21,6 +21,28 @@ def subfore_config(**overrides) -> ConfigParser:
     parser.read_config(str(SUBFORE_TRAIN))
     parser.update({"bundle_root": tempfile.gettempdir(), **overrides})
     return parser
+
+
+def subfore_step(parser: ConfigParser, network: torch.nn.Module, dtype: torch.dtype | None) -> Callable[[torch.Tensor], None]:
+    """``step(images)``: one SubFore training step with the bundle's masker and loss -- masking, forward of ``network``
+    under autocast in ``dtype`` (``None``: fp32), masked L1, backward, AdamW; a ``GradScaler`` for fp16."""
+    from common.losses.masked_reconstruction import pack_target
+
+    masker, loss_fn = parser.get_parsed_content("masker"), parser.get_parsed_content("loss")
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+    device_type = next(network.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+
+    def step(images: torch.Tensor) -> None:
+        masked, voxel_mask = masker(images)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            loss = loss_fn(network(masked), pack_target(images, voxel_mask))
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from suite import figure_rows
+from suite import TABLE_HEADER, figure_rows
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -51,7 +51,7 @@ def render(names: list[str], results: list[tuple[Path, dict]]) -> str:
         parts.append(
             f"From `bench/results/{path.name}` ({'quick' if r['quick'] else 'full'} sizes), {r['date']}, {r['device_name']}, "
             f"torch {r['versions']['torch']}, MONAI {r['versions']['monai']}; `python bench/suite.py{' --quick' if r['quick'] else ''} --device {r['device']}`:\n\n"
-            "| benchmark | figure | value | baseline | baseline value | ratio | goal | met |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            f"{TABLE_HEADER}\n" + "\n".join(rows) + "\n"
         )
     if not parts:
         return f"No suite result holds {', '.join(names)} yet: run `python bench/suite.py`.\n"

@@ -50,7 +50,7 @@ def phantom_root(tmp_path_factory) -> Path:
 
 
 def free_port() -> int:
-    """A TCP port no one listens on now, for torchrun's rendezvous (tests may run in parallel: pytest -n 2)."""
+    """A TCP port no one listens on now, for torchrun's rendezvous (no clash with another run on the machine)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

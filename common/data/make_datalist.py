@@ -35,7 +35,8 @@ def case_key(path: Path) -> str:
     """Case name used to pair an image with its label (see module docstring)."""
     name = path.name
     for suffix in (".nii.gz", ".nii"):
-        name = name.removesuffix(suffix)
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
     return _TAGS.sub("", name) or name
 
 

@@ -180,7 +180,7 @@ def generate_case(seed: int, index: int) -> PhantomCase:
         _paint(image, None, visceral, _ellipsoid(grid, c, size(12, 10, 14), np.eye(3, dtype=np.float32)), HU_GAS, 0)
 
     spine_y = cy - 0.62 * b_in  # centre of the vertebral bodies (posterior)
-    rot = lambda *deg: _rotation(rng, deg)
+    rot = lambda *deg: _rotation(rng, deg)  # noqa: E731 - short local helper
     # Solid organs (painted large to small so smaller ones stay visible where they touch).
     organs = [
         (6, at(0.42, 0.05, 0.45), size(72, 66, 72), rot(10, 10, 20)),  # liver
