@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,33 +19,19 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from common.io import atomic_torch_save
+from common.runs.checkpoints import CHECKPOINT_NAME, latest_checkpoint, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint_{iteration}.pt"
-_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
+__all__ = ["AtomicCheckpointSaver", "CHECKPOINT_NAME", "ResumeFromLatest", "is_main_process", "latest_checkpoint", "list_checkpoints"]
 
 
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised process group."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(iteration, path)`` of every ``checkpoint_<iteration>.pt`` in ``directory``, oldest first."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
-    return sorted(found)
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest iteration in ``directory``, or None."""
-    found = list_checkpoints(directory)
-    return found[-1][1] if found else None
 
 
 def _state_dict(obj: Any) -> Any:
@@ -110,6 +95,37 @@ class AtomicCheckpointSaver:
             for _, old in list_checkpoints(self.save_dir)[: -self.n_saved]:
                 old.unlink(missing_ok=True)
         return path
+
+
+#: Scheduler attributes that are progress, restored from a checkpoint; every other attribute is a
+#: setting (``t_total``, ``warmup_steps``...), kept as this run configured it.
+_SCHEDULE_PROGRESS = {"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial", "base_lrs", "optimizer", "lr_lambdas"}
+
+
+def _schedule_settings(scheduler: LRScheduler) -> dict[str, Any]:
+    return {k: v for k, v in vars(scheduler).items() if k not in _SCHEDULE_PROGRESS}
+
+
+def _replan_schedule(scheduler: LRScheduler, configured: dict[str, Any]) -> None:
+    """Keep this run's schedule settings over a checkpoint's (only the run length may differ: the run
+    identity check compared everything else) and set the learning rate of the current step from them.
+
+    PyTorch's ``LambdaLR.state_dict`` stores the schedule's own attributes (``WarmupCosineSchedule``'s
+    ``t_total``), so a run continued to a longer ``num_steps`` would otherwise follow the old
+    length: its cosine would pass its end and rise again.
+    """
+    changed = {k: (getattr(scheduler, k, None), v) for k, v in configured.items() if getattr(scheduler, k, None) != v}
+    if not changed:
+        return
+    vars(scheduler).update(configured)
+    if isinstance(scheduler, LambdaLR):
+        old = [g["lr"] for g in scheduler.optimizer.param_groups]
+        lrs = [base * fn(scheduler.last_epoch) for fn, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
+        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+        logger.warning(f"Learning-rate schedule re-planned ({what}): lr at step {scheduler.last_epoch} is {lrs[0]:.3g} (was {old[0]:.3g}).")
 
 
 class ResumeFromLatest:
@@ -179,7 +195,10 @@ class ResumeFromLatest:
         if missing:
             logger.warning(f"checkpoint {path.name} has no {missing} (written by an older version): those start fresh")
         prior_max_epochs = engine.state.max_epochs
+        planned = {k: _schedule_settings(v) for k, v in self.load_dict.items() if isinstance(v, LRScheduler)}
         Checkpoint.load_objects(to_load={k: v for k, v in self.load_dict.items() if k in checkpoint}, checkpoint=dict(checkpoint))
+        for key, settings in planned.items():
+            _replan_schedule(self.load_dict[key], settings)
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"checkpoint {path} is at epoch {engine.state.epoch}, past this run's {prior_max_epochs} epochs: "

@@ -6,13 +6,13 @@ Writes, atomically and on the main process only:
   MONAI Label load);
 - ``encoder.pt``: the encoder tensors only (:func:`common.networks.encoder_state_dict`), keys as the
   downstream network names them;
-- ``encoder.json``: what produced them (network class, tensor count, iteration, and the
-  preprocessing the downstream bundle must match, e.g. the intensity range).
+- ``model.json`` / ``encoder.json``: their provenance records (:mod:`common.runs.provenance`): the
+  run that made them, the preprocessing a downstream bundle must match, iterations, last loss,
+  cases, versions.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,20 +21,23 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from common.handlers.checkpoint import is_main_process
-from common.io import atomic_torch_save, atomic_write_text
+from common.io import atomic_torch_save
 from common.networks.weights import encoder_state_dict, unwrap
+from common.runs.provenance import build_record, write_record
 
 logger = logging.getLogger(__name__)
 
 
 class PretrainedWeightsExporter:
-    """Save ``model.pt``, ``encoder.pt`` and ``encoder.json`` into ``models_dir`` at ``Events.COMPLETED``.
+    """Save ``model.pt``, ``encoder.pt`` and their records into ``models_dir`` at ``Events.COMPLETED``.
 
     Args:
         network: the trained network (DDP-wrapped is fine).
         models_dir: output folder (the bundle's ``models/``).
-        preprocessing: settings recorded in ``encoder.json`` for downstream checks.
-        model_filename / encoder_filename: file names.
+        preprocessing: the bundle's ``preprocessing_settings``, recorded for downstream checks.
+        model_filename / encoder_filename: file names (records: the same names with ``.json``).
+        run: the run's :class:`common.runs.RunIdentity` (its fingerprint, cases and starting weights go
+            into the records).
     """
 
     def __init__(
@@ -44,12 +47,14 @@ class PretrainedWeightsExporter:
         preprocessing: dict[str, Any] | None = None,
         model_filename: str = "model.pt",
         encoder_filename: str = "encoder.pt",
+        run: Any = None,
     ) -> None:
         self.network = network
         self.models_dir = Path(models_dir)
         self.preprocessing = dict(preprocessing or {})
         self.model_filename = model_filename
         self.encoder_filename = encoder_filename
+        self.run = run
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -58,17 +63,31 @@ class PretrainedWeightsExporter:
         if not is_main_process():
             return
         net = unwrap(self.network)
-        atomic_torch_save(net.state_dict(), self.models_dir / self.model_filename)
+        model_path = atomic_torch_save(net.state_dict(), self.models_dir / self.model_filename)
         encoder = encoder_state_dict(net)
-        atomic_torch_save(encoder, self.models_dir / self.encoder_filename)
-        info = {
-            "network": type(net).__name__,
-            "num_encoder_tensors": len(encoder),
-            "iteration": engine.state.iteration if engine is not None else None,
-            "preprocessing": self.preprocessing,
-        }
-        atomic_write_text(self.models_dir / Path(self.encoder_filename).with_suffix(".json"), json.dumps(info, indent=2))
+        encoder_path = atomic_torch_save(encoder, self.models_dir / self.encoder_filename)
+        training = training_state(engine)
+        run = self.run.provenance() if self.run is not None else None
+        name = type(net).__name__
+        write_record(model_path, build_record(model_path, "full network", name, self.preprocessing, run, training))
+        write_record(encoder_path, build_record(encoder_path, "encoder", name, self.preprocessing, run,
+                                                {**training, "num_encoder_tensors": len(encoder)}))
         logger.info(
             f"Exported {self.models_dir / self.model_filename} and {self.models_dir / self.encoder_filename} "
             f"({len(encoder)} encoder tensors of {type(net).__name__})."
         )
+
+
+def training_state(engine: Engine | None) -> dict[str, Any]:
+    """Iteration, epoch and last loss of a trainer, for provenance records."""
+    if engine is None:
+        return {}
+    out: dict[str, Any] = {"iteration": engine.state.iteration, "epoch": engine.state.epoch}
+    output = engine.state.output
+    loss = output.get("loss") if isinstance(output, dict) else None
+    if loss is not None:
+        try:
+            out["last_loss"] = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        except (TypeError, ValueError):
+            pass
+    return out

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
 from common.networks.weights import unwrap
+from common.runs.contract import check_contract, override_hints
+from common.runs.identity import active_parser
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +163,31 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     return report
 
 
-def with_pretrained(network: nn.Module, pretrained: str | os.PathLike | None = None) -> nn.Module:
-    """``network`` initialised from ``pretrained`` when a path is given (else unchanged); for configs:
-    ``"network": "$common.networks.with_pretrained(@network_def, @pretrained).to(@device)"``.
-    Raises :class:`PretrainedLoadError` as :func:`load_pretrained` does (no tensor matched, unreadable file).
+def with_pretrained(
+    network: nn.Module,
+    pretrained: str | os.PathLike | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    allow_preprocessing_mismatch: bool = False,
+    contract_ignore: Sequence[str] = (),
+) -> nn.Module:
+    """``network`` initialised from ``pretrained`` when a path is given (else unchanged); for configs::
+
+        "network": "$common.networks.with_pretrained(@network_def, @pretrained, @preprocessing_settings,
+                    @allow_preprocessing_mismatch).to(@device)"
+
+    When the weights carry a provenance record, their preprocessing and network family are checked
+    against ``preprocessing`` first (:func:`common.runs.check_contract`; ``contract_ignore`` names
+    fields this bundle adapts on purpose); a mismatch stops with both values named unless
+    ``allow_preprocessing_mismatch``. Raises :class:`PretrainedLoadError` as :func:`load_pretrained`
+    does (no tensor matched, unreadable file).
     """
     if not pretrained:
         logger.info(f"No pretrained weights given: {type(unwrap(network)).__name__} starts from random initialisation.")
         return network
+    if not os.path.isfile(pretrained):
+        raise PretrainedLoadError(f"pretrained weights file {pretrained} does not exist")
+    parser = active_parser()
+    hints = override_hints(parser.get("preprocessing_settings")) if parser is not None else {}
+    check_contract(pretrained, preprocessing, type(unwrap(network)).__name__, allow_preprocessing_mismatch, contract_ignore, hints)
     load_pretrained(network, pretrained)
     return network
