@@ -148,6 +148,8 @@ class RunIdentity:
 
     def _settings(self) -> dict[str, Any]:
         settings = flatten_settings(self.parser.get(), self.ignore)
+        # the case lists are identified by their files (the case digest), not by how they are written
+        settings = {k: v for k, v in settings.items() if not any(k == c or k.startswith(c + "#") for c in self.case_ids)}
         for key in self.weight_keys:
             if key in settings:
                 settings[key] = weights_setting(self.parser.get_parsed_content(key))
@@ -224,9 +226,9 @@ class RunIdentity:
     # -- the decision ---------------------------------------------------------------------------------
     def check(self) -> None:
         """Decide fresh / resume / continue / stop (see the module docstring). Call before building the trainer."""
-        earlier, iteration, where = self._earlier()
+        earlier, iteration, where = self._earlier() if self.resume else (None, None, "")
         if not self.resume:
-            if earlier is not None or any(self.checkpoint_dir.glob("*.pt")) or self._weights_in_outputs():
+            if (self.checkpoint_dir / RUN_RECORD).is_file() or any(self.checkpoint_dir.glob("*.pt")) or self._weights_in_outputs():
                 if _main_process():
                     moved = supersede([str(self.checkpoint_dir), *self.outputs])
                     for old, new in moved:
