@@ -60,7 +60,7 @@ def _identity_config(root: Path, files: list[Path], **extra) -> ConfigParser:
     config = {
         "bundle_root": str(root), "checkpoint_dir": str(root / "models" / "checkpoints"), "models_dir": str(root / "models"),
         "resume": True, "learning_rate": 0.1, "num_steps": 10, "num_workers": 2, "pretrained": "",
-        "train": {"files": cases},
+        "train": {"dataset": {"data": cases}},
         "run_identity": {"_target_": "common.runs.RunIdentity", "checkpoint_dir": "@checkpoint_dir", "outputs": ["@models_dir"], "resume": "@resume"},
     }
     parser = ConfigParser(config)
@@ -101,7 +101,7 @@ def test_identity_decides_fresh_resume_continue_and_stop(tmp_path, caplog):
     other.write_bytes(b"y" * 99)
     with pytest.raises(RunMismatchError) as err:
         _identity_config(root, [data[0], other]).get_parsed_content("run_identity").check()
-    assert "cases: train#files: 2 -> 2 files" in str(err.value) and "b.nii.gz (11 B)" in str(err.value) and "c.nii.gz (99 B)" in str(err.value)
+    assert "cases: training: 2 -> 2 files" in str(err.value) and "b.nii.gz (11 B)" in str(err.value) and "c.nii.gz (99 B)" in str(err.value)
 
     weights = tmp_path / "w.pt"
     torch.save({"w": torch.ones(1)}, weights)
@@ -132,13 +132,15 @@ def test_resume_false_moves_the_earlier_run_aside(tmp_path):
     assert not list_checkpoints(root / "models" / "checkpoints") and (root / "models" / "checkpoints" / RUN_RECORD).is_file()
 
 
-def test_weights_without_a_run_record_are_not_overwritten_silently(tmp_path):
+def test_weights_without_a_run_record_start_a_fresh_run_with_a_warning(tmp_path, caplog):
+    """A downloaded bundle's models/model.pt (or MONAI Label's starting model): trained from, replaced, and said so."""
     data = tmp_path / "a.nii.gz"
     data.write_bytes(b"x")
     (tmp_path / "run" / "models").mkdir(parents=True)
     (tmp_path / "run" / "models" / "model.pt").write_bytes(b"downloaded")
-    with pytest.raises(RunMismatchError, match="written by an earlier run that left no checkpoint"):
+    with caplog.at_level(logging.WARNING):
         _identity_config(tmp_path / "run", [data]).get_parsed_content("run_identity").check()
+    assert "model.pt: not made by a run recorded" in caplog.text and (tmp_path / "run" / "models" / "model.pt").read_bytes() == b"downloaded"
 
 
 def test_supersede_refuses_a_bundle_folder(tmp_path):
@@ -264,20 +266,18 @@ def test_pretraining_sequences(tmp_path, phantom_root):
     assert record["sha256"] == _sha(run_dir / "models" / "encoder.pt") and record["kind"] == "encoder"
     assert record["bundle"] == "subfore_pretrain" and record["bundle_version"] and len(record["run"]["fingerprint"]) == 64
     assert record["preprocessing"]["intensity"] == {"mode": "window", "window": [-175.0, 250.0], "range": [0.1, 1.0]}
-    assert record["preprocessing"]["pixdim"] == [1.5, 1.5, 1.5] and record["preprocessing"]["orientation"] == "RAS"
+    assert record["preprocessing"]["pixdim"] == [3.0, 3.0, 3.0] and record["preprocessing"]["orientation"] == "RAS"
     assert record["training"]["iteration"] == 4 and math.isfinite(record["training"]["last_loss"])
-    assert record["data"]["num_cases"] == {"train#files": 4} and record["network"]["family"] == "SwinUNETR"
+    assert record["data"]["num_cases"] == {"training": 4} and record["network"]["family"] == "SwinUNETR"
     assert record["software"]["torch"] == torch.__version__ and record["created"].startswith("20")
     assert json.loads((run_dir / "models" / "model.json").read_text())["kind"] == "full network"
 
-    other = tmp_path / "other"
-    other.mkdir()
-    from common.data import generate_case
+    from common.data import ensure_phantom_dataset
 
-    generate_case(other / "ct.nii.gz", seed=123)
+    other = ensure_phantom_dataset(tmp_path / "other", num_cases=2, num_validation=0, seed=123)  # the user's "own data"
     result = run_bundle(SUBFORE, {**base, "dataset_dir": str(other)})
     out = result.stdout + result.stderr
-    assert result.returncode != 0 and "belongs to another run" in out and "cases: train#files" in out and "ct.nii.gz" in out
+    assert result.returncode != 0 and "belongs to another run" in out and "cases: training: 8 -> 4 files" in out
     assert _sha(model) == before
 
     result = run_bundle(SUBFORE, {**base, "feature_size": 24})

@@ -49,8 +49,7 @@ def run_one(
     files = [str(bundle_dir / "configs" / "train.json")] + [c if os.path.isabs(c) else str(bundle_dir / "configs" / c) for c in configs]
     args = {
         "bundle_root": str(bundle_dir),
-        "models_dir": str(run_dir / "models"),
-        "output_dir": str(run_dir / "eval"),
+        "run_dir": str(run_dir),
         "train_fraction": fraction,
         "fraction_seed": seed,
         "seed": seed,

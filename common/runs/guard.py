@@ -8,6 +8,8 @@ runs first in the ``run`` list, before the trainer or any writer is built, and d
 - the same identity except the run length (``num_steps``): continue the earlier run to the new
   length; the learning-rate schedule is re-planned for the new length from the current iteration
   (see :class:`common.handlers.ResumeFromLatest`), and the log says so;
+- weights in the output folders but no recorded run (a downloaded bundle): a fresh run, with a warning
+  that it replaces them;
 - anything else: stop before anything is written, naming every differing setting (old -> new) and
   the two ways out: ``--resume False`` (a fresh run; the earlier run's folders are renamed to
   ``<folder>.superseded-<time>``, never deleted) or another ``--run_dir``.
@@ -33,6 +35,7 @@ from common.io import atomic_write_text
 from common.runs.checkpoints import list_checkpoints
 from common.runs.identity import (
     CASE_IDS,
+    CASE_LIST_IDS,
     LENGTH_KEYS,
     OPERATIONAL_KEYS,
     WEIGHT_KEYS,
@@ -49,6 +52,8 @@ from common.runs.identity import (
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
+#: How records and messages name the case lists.
+CASE_NAMES = {"train#dataset#data": "training", "validate#dataset#data": "validation"}
 SUPERSEDED = ".superseded-"
 
 
@@ -149,7 +154,8 @@ class RunIdentity:
     def _settings(self) -> dict[str, Any]:
         settings = flatten_settings(self.parser.get(), self.ignore)
         # the case lists are identified by their files (the case digest), not by how they are written
-        settings = {k: v for k, v in settings.items() if not any(k == c or k.startswith(c + "#") for c in self.case_ids)}
+        lists = {*self.case_ids, *CASE_LIST_IDS}
+        settings = {k: v for k, v in settings.items() if not any(k == c or k.startswith(c + "#") for c in lists)}
         for key in self.weight_keys:
             if key in settings:
                 settings[key] = weights_setting(self.parser.get_parsed_content(key))
@@ -160,8 +166,9 @@ class RunIdentity:
         for cid in self.case_ids:
             if cid in self.parser:
                 cases = self.parser.get_parsed_content(cid)
-                self.num_cases[cid] = len(cases)
-                out[cid] = case_files(cases)
+                name = CASE_NAMES.get(cid, cid)
+                self.num_cases[name] = len(cases)
+                out[name] = case_files(cases)
         return out
 
     @property
@@ -240,12 +247,11 @@ class RunIdentity:
             if changed:
                 raise self._stop(where, changed)
         elif self._weights_in_outputs():
+            # weights no checked run made here (a downloaded Model Zoo bundle, MONAI Label's starting model): the new run
+            # replaces them as it writes its own; said, not stopped, since loading them as a start is a legitimate use
             found = ", ".join(str(p) for p in self._weights_in_outputs()[:3])
-            raise RunMismatchError(
-                f"{found} were written by an earlier run that left no checkpoint or {RUN_RECORD} in {self.checkpoint_dir}, so this command "
-                "cannot tell whether it is the same run and would overwrite them. Ways out: --resume False (they are moved aside, not "
-                "deleted) or --run_dir <another folder>. Nothing was written."
-            )
+            logger.warning(f"{found}: not made by a run recorded in {self.checkpoint_dir}; this run replaces them when it writes its weights "
+                           "(--run_dir <another folder> keeps them).")
         self.cases = self._resolve_cases()
         if earlier is not None:
             changed_cases = diff_cases(earlier.get("cases", {}), self.cases)
