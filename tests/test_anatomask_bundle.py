@@ -34,7 +34,7 @@ def test_pretraining_on_phantoms_and_loading_downstream(tmp_path, phantom_root):
     out = assert_ok(run_bundle([CONFIGS / "train.json"], overrides))
     check_run(root, out)
     info = json.loads((root / "models" / "encoder.json").read_text())
-    assert info["network"] == "DynUNet" and info["num_encoder_tensors"] > 0
+    assert info["network"]["class"] == "DynUNet" and info["training"]["num_encoder_tensors"] > 0
 
     # the downstream bundle's DynUNet option (14 classes) takes every encoder tensor and the decoder
     parser = ConfigParser()

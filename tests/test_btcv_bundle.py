@@ -30,7 +30,7 @@ CLASSES = ["spleen", "kidney_right", "kidney_left", "gallbladder", "esophagus", 
 
 
 def phantom_overrides(tmp_path: Path, phantom_root: Path, **extra) -> dict:
-    return {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
+    return {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
             "num_workers": 0, "log_interval": 1, **extra}
 
 
@@ -66,7 +66,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
 
     # inference.json: label maps in the input's own grid and orientation (the phantoms are stored LPS/LAS/...)
     # demo.json sizes inference.json's network and spacing exactly as it did training's
-    inf = {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0}
+    inf = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0}
     assert_ok(run_bundle([INFERENCE, DEMO], inf))
     src = nib.load(next((phantom_root).glob("*/imagesTr/phantom_004.nii.gz")))
     pred_path = tmp_path / "eval" / "predictions" / "phantom_004_seg.nii.gz"
@@ -145,7 +145,7 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     by > 0.03.
     """
     datalist, ct = _totalsegmentator_datalist(tmp_path)
-    o = {"bundle_root": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "pixdim": [3.0, 3.0, 3.0],
+    o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "pixdim": [3.0, 3.0, 3.0],
          "num_steps": 60, "epoch_length": 10, "val_interval": 6, "learning_rate": 0.003, "train#handlers#1#exec_at_start": True}
     out = assert_ok(run_bundle([TRAIN, DEMO, CONFIGS / "totalsegmentator_to_btcv.json"], o))
     dice = [float(x) for x in re.findall(r"Metrics -- val_mean_dice: ([0-9.]+)", out)]
@@ -154,7 +154,7 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     liver = summary["metrics"]["val_mean_dice"]["per_class"]["liver"]["mean"]
     assert liver > 0.35 and dice[-1] > dice[0] + 0.03, (dice, liver)
 
-    inf = {"bundle_root": str(tmp_path), "datalist": str(datalist), "num_workers": 0}
+    inf = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0}
     assert_ok(run_bundle([INFERENCE, DEMO], inf))
     src = nib.load(ct)
     pred = nib.load(tmp_path / "eval" / "predictions" / "example_ct_seg.nii.gz")
@@ -171,7 +171,7 @@ def test_multi_process_training_and_validation(tmp_path, phantom_root):
     assert out.count("Saved checkpoint") == 1 + 1 and out.count("New best val_mean_dice") >= 1  # rank 0 only: epochs 1, 2
     net = ConfigParser()
     net.read_config(str(TRAIN))
-    net.update({"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "bundle_root": str(tmp_path)})
+    net.update({"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "bundle_root": str(tmp_path), "run_dir": str(tmp_path)})
     net.get_parsed_content("network_def").load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))  # the result loads
     summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
     assert summary["num_cases"] == 2 and sorted(summary["cases"]) == ["phantom_003", "phantom_004"]  # gathered from both ranks

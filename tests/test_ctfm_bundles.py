@@ -36,7 +36,7 @@ def pretrained(tmp_path_factory, phantom_root) -> Path:
     assert len(seen) == 24, out[-3000:]
     assert sum(seen[-6:]) / 6 < 0.7 * sum(seen[:6]) / 6, seen  # NT-Xent goes down
     info = json.loads((root / "models" / "encoder.json").read_text())
-    assert info["network"] == "ContrastiveModel" and info["num_encoder_tensors"] > 0
+    assert info["network"]["class"] == "ContrastiveModel" and info["training"]["num_encoder_tensors"] > 0
     return root / "models" / "encoder.pt"
 
 

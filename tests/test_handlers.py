@@ -132,7 +132,7 @@ def test_encoder_export_matches_downstream_swinunetr_keys(tmp_path):
     engine.run([0], max_epochs=1)
     encoder = torch.load(tmp_path / "encoder.pt")
     info = json.loads((tmp_path / "encoder.json").read_text())
-    assert info["network"] == "SwinUNETR" and info["num_encoder_tensors"] == len(encoder) == len(encoder_state_dict(pretrain))
+    assert info["network"]["class"] == "SwinUNETR" and info["training"]["num_encoder_tensors"] == len(encoder) == len(encoder_state_dict(pretrain))
     assert info["preprocessing"]["intensity_range"] == [0.1, 1.0]
     assert not any(k.startswith(("decoder", "out.")) for k in encoder)
     # a 14-class downstream SwinUNETR takes every encoder tensor, same name and shape

@@ -56,7 +56,7 @@ CASES = {
 @pytest.mark.parametrize("bundle", CASES)
 def test_kill_9_then_the_same_command_resumes(tmp_path, phantom_root, bundle):
     configs, extra = CASES[bundle]
-    overrides = {**extra, "bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1}
+    overrides = {**extra, "bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1}
     checkpoints = tmp_path / "models" / "checkpoints"
     killed_at = kill_after_first_checkpoint(start_bundle(configs, overrides), checkpoints)
     assert 0 < killed_at < overrides["num_steps"]

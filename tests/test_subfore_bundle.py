@@ -74,13 +74,13 @@ def test_pretraining_on_phantoms_learns_writes_outputs_and_resumes(tmp_path, pha
     models = tmp_path / "models"
     for name in ("model.pt", "encoder.pt", "encoder.json"):
         assert (models / name).is_file(), name
-    assert sorted(p.name for p in (models / "checkpoints").iterdir()) == ["checkpoint_4.pt", "checkpoint_8.pt"]
+    assert sorted(p.name for p in (models / "checkpoints").iterdir()) == ["checkpoint_4.pt", "checkpoint_8.pt", "run.json"]
     ckpt = torch.load(models / "checkpoints" / "checkpoint_8.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng", "nonfinite_guard"} and ckpt["trainer"]["iteration"] == 8
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "rng", "nonfinite_guard", "run_identity"} and ckpt["trainer"]["iteration"] == 8
     tags = event_tags(tmp_path / "eval" / "tensorboard")
     assert {"train/loss", "train/lr", "masking/no_foreground_fallback_rate", "reconstruction/axial"} <= tags
     info = json.loads((models / "encoder.json").read_text())
-    assert info["preprocessing"]["intensity_range"] == [0.1, 1.0] and info["num_encoder_tensors"] > 50
+    assert info["preprocessing"]["intensity"]["range"] == [0.1, 1.0] and info["training"]["num_encoder_tensors"] > 50
 
     image = json.loads(next(phantom_root.glob("*/dataset.json")).read_text())["training"][0]["image"]
     image = str(next(phantom_root.glob("*/dataset.json")).parent / image)

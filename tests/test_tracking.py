@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_btcv_training_logs_loss_and_validation_metrics_to_mlflow(tmp_path, phantom_root):
     mlflow = pytest.importorskip("mlflow", reason="MLflow tracking is optional (requirements-tracking.txt)")
     configs = BUNDLES / "btcv_finetune" / "configs"
-    o = {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
+    o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
          "num_workers": 0, "num_steps": 2, "epoch_length": 1, "tracking": "mlflow", "experiment_name": "btcv_tracking_test"}
     assert_ok(run_bundle([configs / "train.json", configs / "demo.json"], o))
     store = tmp_path / "eval" / "mlruns.db"

@@ -59,6 +59,7 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     elsewhere.mkdir()
     files = json.dumps([str(dest / "configs" / "inference.json"), str(dest / "configs" / "demo.json")])
     overrides = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0,
+                 "run_dir": "@bundle_root",  # the exported weights, not a demo run's
                  "run": ["$print('COMMON_FROM', pydoc.locate('common').__file__, 'ROOT', @bundle_root)", "$@evaluator.run()"]}
     args = ["run", "--config_file", files]
     for k, v in overrides.items():
