@@ -35,6 +35,9 @@ def test_pretraining_on_phantoms_and_loading_downstream(tmp_path, phantom_root):
     check_run(root, out)
     info = json.loads((root / "models" / "encoder.json").read_text())
     assert info["network"]["class"] == "DynUNet" and info["training"]["num_encoder_tensors"] > 0
+    teacher = json.loads((root / "models" / "teacher.json").read_text())  # the EMA teacher is exported with its own record
+    assert teacher["kind"] == "teacher full network (ema)" and teacher["run"] == info["run"]
+    assert not torch.equal(*(torch.load(root / "models" / f, weights_only=True)["input_block.conv1.conv.weight"] for f in ("model.pt", "teacher.pt")))
 
     # the downstream bundle's DynUNet option (14 classes) takes every encoder tensor and the decoder
     parser = ConfigParser()
@@ -75,5 +78,5 @@ def test_two_process_pretraining(tmp_path, phantom_root):
                  "pixdim": [4.0, 4.0, 4.0], "bundle_root": str(root)}
     out = assert_ok(run_bundle([CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json"], overrides, torchrun=2))
     assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, out[-3000:]
-    assert out.count("Saved checkpoint") == 4 and out.count("Exported ") == 1  # rank 0 only
+    assert out.count("Saved checkpoint") == 4 and out.count("Exported ") == 2  # rank 0 only: student and teacher exports
     assert (root / "models" / "encoder.pt").is_file()

@@ -89,6 +89,12 @@ def test_identity_decides_fresh_resume_continue_and_stop(tmp_path, caplog):
         _identity_config(root, data, num_steps=20).get_parsed_content("run_identity").check()
     assert "Continuing run" in caplog.text and "num_steps 10 -> 20" in caplog.text
 
+    _save_checkpoint(first, root / "models" / "checkpoints", 10)  # the run finished its 10 steps
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _identity_config(root, data).get_parsed_content("run_identity").check()
+    assert "is already complete at iteration 10: nothing to train (raise --num_steps to continue it)" in caplog.text
+
     with pytest.raises(RunMismatchError) as err:
         _identity_config(root, data, num_steps=3).get_parsed_content("run_identity").check()
     assert "past this command's num_steps 3" in str(err.value)

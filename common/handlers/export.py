@@ -38,6 +38,7 @@ class PretrainedWeightsExporter:
         model_filename / encoder_filename: file names (records: the same names with ``.json``).
         run: the run's :class:`common.runs.RunIdentity` (its fingerprint, cases and starting weights go
             into the records).
+        kinds: what the two records call the files (e.g. an EMA teacher's export).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class PretrainedWeightsExporter:
         model_filename: str = "model.pt",
         encoder_filename: str = "encoder.pt",
         run: Any = None,
+        kinds: tuple[str, str] = ("full network", "encoder"),
     ) -> None:
         self.network = network
         self.models_dir = Path(models_dir)
@@ -55,6 +57,7 @@ class PretrainedWeightsExporter:
         self.model_filename = model_filename
         self.encoder_filename = encoder_filename
         self.run = run
+        self.kinds = tuple(kinds)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -69,8 +72,8 @@ class PretrainedWeightsExporter:
         training = training_state(engine)
         run = self.run.provenance() if self.run is not None else None
         name = type(net).__name__
-        write_record(model_path, build_record(model_path, "full network", name, self.preprocessing, run, training))
-        write_record(encoder_path, build_record(encoder_path, "encoder", name, self.preprocessing, run,
+        write_record(model_path, build_record(model_path, self.kinds[0], name, self.preprocessing, run, training))
+        write_record(encoder_path, build_record(encoder_path, self.kinds[1], name, self.preprocessing, run,
                                                 {**training, "num_encoder_tensors": len(encoder)}))
         logger.info(
             f"Exported {self.models_dir / self.model_filename} and {self.models_dir / self.encoder_filename} "
