@@ -137,6 +137,8 @@ class RunIdentity:
         self.ignore = OPERATIONAL_KEYS | set(ignore)
         self.bundle = bundle or self._bundle_name()
         self.settings: dict[str, Any] = self._settings()
+        # processes share the batch (batch_size is per process): another count is another global batch and data order
+        self.settings["world_size"] = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.length = {k: self.settings.pop(k) for k in self.length_keys if k in self.settings}
         self.weights = {k: self.parser.get_parsed_content(k) for k in self.weight_keys if k in self.parser}
         self.cases: dict[str, list] | None = None
@@ -233,6 +235,13 @@ class RunIdentity:
     # -- the decision ---------------------------------------------------------------------------------
     def check(self) -> None:
         """Decide fresh / resume / continue / stop (see the module docstring). Call before building the trainer."""
+        try:
+            self._check()
+        except RunMismatchError as e:
+            logger.error(str(e))  # the message, not only MONAI's wrapped traceback, ends the log
+            raise
+
+    def _check(self) -> None:
         earlier, iteration, where = self._earlier() if self.resume else (None, None, "")
         if not self.resume:
             if (self.checkpoint_dir / RUN_RECORD).is_file() or any(self.checkpoint_dir.glob("*.pt")) or self._weights_in_outputs():
