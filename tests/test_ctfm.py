@@ -142,6 +142,25 @@ def test_intra_sample_views_layout_and_augmentation():
         IntraSampleViewsd("image", (8, 8, 8), num_crops=1)
 
 
+def test_views_differ_after_set_determinism():
+    """Every bundle seeds MONAI globally (set_determinism in `initialize`); the two views of a crop must still
+    be augmented independently, and the augmentation must change from scan to scan (regression: a truth test
+    on the Compose reseeded it on every call, so both views and every scan got the same draw)."""
+    from monai.utils import set_determinism
+
+    image = torch.arange(40 * 48 * 44, dtype=torch.float32).reshape(1, 40, 48, 44)
+    set_determinism(seed=0)
+    try:
+        aug = IntraSampleViewsd("image", (8, 16, 16), 5, Compose([RandAxisFlip(prob=1.0), RandGaussianNoise(prob=1.0)]))
+        aug.set_random_state(0)
+        first, second = aug({"image": image})["views"], aug({"image": image})["views"]
+    finally:
+        set_determinism(seed=None)
+    assert not torch.equal(first[0], first[1])
+    noise = [v - v.round() for v in (first[0], second[0])]  # the noise part of the same-position views of two calls
+    assert not torch.equal(noise[0], noise[1])
+
+
 def test_ct_windows_by_hand():
     hu = torch.tensor([-1000.0, 0.0, 40.0, 80.0, 600.0, 2000.0]).reshape(1, 1, 1, 6)
     out = CTWindowsd("image", ["brain", "bone", (50, 100)])({"image": hu})["image"]

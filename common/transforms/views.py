@@ -75,6 +75,9 @@ class IntraSampleViewsd(Randomizable, MapTransform):
         if small:
             raise ValueError(f"IntraSampleViewsd: image '{key}' of spatial shape {tuple(image.shape[1:])} is smaller than roi_size {self.roi_size}; pad it first")
         crops = self.cropper(image)
-        views = [[_plain(self.view_transform(c) if self.view_transform else c) for c in crops] for _ in range(2)]
+        # `is not None`, never truthiness: bool(Compose) calls len(), which builds a flattened Compose whose
+        # __init__ reseeds every child from MONAI's global seed once set_determinism(seed) has run (every
+        # bundle's `initialize`), so each call would redraw the same augmentation and both views be equal
+        views = [[_plain(self.view_transform(c) if self.view_transform is not None else c) for c in crops] for _ in range(2)]
         d[self.views_key] = torch.stack([torch.stack(v) for v in views]).float()
         return d
