@@ -343,3 +343,16 @@ def test_finetune_scratch_then_pretrained_does_not_reuse_the_scratch_run(tmp_pat
     out = assert_ok(run_bundle(BTCV, {**base, "pretrained": str(encoder), "resume": False, "hu_window": [-1000.0, 1000.0],
                                       "allow_preprocessing_mismatch": True}))
     assert "loading anyway" in out
+
+
+@pytest.mark.parametrize("bundle", ["btcv_finetune", "brats_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"])
+def test_demo_and_paper_runs_have_separate_folders_that_evaluate_and_inference_follow(bundle):
+    def models_dir(*names: str) -> str:
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / bundle / "configs" / n) for n in names])
+        parser.update({"bundle_root": "/b"})
+        return parser.get_parsed_content("models_dir")
+
+    assert models_dir("train.json") == models_dir("inference.json") == "/b/models"  # where the Model Zoo and MONAI Label look
+    demo = {models_dir("train.json", "demo.json"), models_dir("inference.json", "demo.json"), models_dir("train.json", "demo.json", "evaluate.json")}
+    assert demo == {"/b/runs/demo/models"}
