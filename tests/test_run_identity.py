@@ -340,9 +340,7 @@ def test_finetune_scratch_then_pretrained_does_not_reuse_the_scratch_run(tmp_pat
     result = run_bundle(BTCV, {**base, "pretrained": str(encoder), "resume": False, "hu_window": [-1000.0, 1000.0]})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "weights HU window [-175.0, 250.0] -> [0.1, 1.0], this bundle HU window [-1000.0, 1000.0] -> [0.1, 1.0]" in out
-    out = assert_ok(run_bundle(BTCV, {**base, "pretrained": str(encoder), "resume": False, "hu_window": [-1000.0, 1000.0],
-                                      "allow_preprocessing_mismatch": True}))
-    assert "loading anyway" in out
+    # the override turning the stop into a warning: test_contract_names_both_values_and_the_override (in-process)
 
 
 @pytest.mark.parametrize("bundle", ["btcv_finetune", "brats_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"])
