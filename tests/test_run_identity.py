@@ -191,9 +191,9 @@ def test_longer_run_replans_the_cosine_schedule(tmp_path):
 WINDOW = {"orientation": "RAS", "pixdim": [1.5, 1.5, 1.5], "intensity": {"mode": "window", "window": [-175.0, 250.0], "range": [0.1, 1.0]}, "in_channels": 1}
 
 
-def _weights_with_record(tmp_path: Path, preprocessing: dict, network: str = "SwinUNETR") -> Path:
+def _weights_with_record(tmp_path: Path, preprocessing: dict, network: str = "SwinUNETR", state: dict | None = None) -> Path:
     path = tmp_path / "encoder.pt"
-    torch.save({"w": torch.ones(2)}, path)
+    torch.save(state if state is not None else {"w": torch.ones(2)}, path)
     write_record(path, build_record(path, "encoder", network, preprocessing))
     return path
 
@@ -230,12 +230,12 @@ def test_contract_rules(tmp_path, caplog):
     assert read_record(path) is None
 
 
-def test_anatomask_zscore_weights_are_refused_by_btcv(tmp_path):
+def test_anatomask_zscore_weights_are_refused_by_btcv(tmp_path, caplog):
     """The known case: AnatoMask pretrains on z-scored CT, btcv_finetune fine-tunes on an HU window."""
     pre = ConfigParser()
     pre.read_config(str(BUNDLES / "anatomask_pretrain" / "configs" / "train.json"))
     pre.update({"bundle_root": str(tmp_path / "pre"), "dynunet_filters": [8, 16, 32, 64, 128], "filters": [8, 16, 32, 64, 128]})
-    weights = _weights_with_record(tmp_path, pre.get_parsed_content("preprocessing_settings"), "DynUNet")
+    weights = _weights_with_record(tmp_path, pre.get_parsed_content("preprocessing_settings"), "DynUNet", pre.get_parsed_content("network_def").state_dict())
     down = ConfigParser()
     down.read_config([str(BUNDLES / "btcv_finetune" / "configs" / f) for f in ("train.json", "dynunet.json")])
     down.update({"bundle_root": str(tmp_path / "down"), "pretrained": str(weights), "device": "$torch.device('cpu')", "dynunet_filters": [8, 16, 32, 64, 128]})
@@ -245,6 +245,10 @@ def test_anatomask_zscore_weights_are_refused_by_btcv(tmp_path):
     assert isinstance(cause, PreprocessingMismatchError)
     assert "intensity: weights z-score (volume), this bundle HU window [-175.0, 250.0] -> [0.1, 1.0] (set here by --hu_window --intensity_range)" in str(cause)
     assert "downstream_window.json" in str(cause)
+    down.update({"allow_preprocessing_mismatch": True})  # the bundle's override: loads, with the differences as a warning
+    with caplog.at_level(logging.WARNING):
+        down.get_parsed_content("network", lazy=False)
+    assert "loading anyway" in caplog.text and "z-score" in caplog.text
     # the overlay that pretrains with btcv's window makes weights btcv accepts
     aligned = ConfigParser()
     aligned.read_config([str(BUNDLES / "anatomask_pretrain" / "configs" / f) for f in ("train.json", "downstream_window.json")])
