@@ -66,7 +66,7 @@ def test_wrong_output_channel_count_is_caught(tmp_path, capsys):
 
 
 def test_missing_files_and_unversioned_changelog(tmp_path):
-    bundle = planted(tmp_path, lambda m: m.update(version="9.9.9")  # a version the changelog does not list)
+    bundle = planted(tmp_path, lambda m: m.update(version="9.9.9"))  # a version the changelog does not list
     (bundle / "configs" / "evaluate.json").unlink()
     (bundle / "configs" / "broken.json").write_text("{not json")
     findings = {f.check: f for f in verify_bundle(bundle, quick=True)}
