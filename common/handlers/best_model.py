@@ -21,7 +21,7 @@ from torch import nn
 from common.handlers.checkpoint import is_main_process
 from common.io import atomic_torch_save, atomic_write_text
 from common.networks.weights import unwrap
-from common.runs.provenance import build_record, write_record
+from common.runs.provenance import record_weights
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,12 @@ class BestModelSaver:
         filename: weights file name.
         preprocessing: the bundle's ``preprocessing_settings``, recorded for the contract check on load.
         run: the run's :class:`common.runs.RunIdentity`, recorded.
-        trainer: the training engine (its iteration goes into the record).
         kind: what the record calls the file (``best model``, ``best teacher``).
     """
 
     def __init__(
         self, network: nn.Module, models_dir: str, metric: str, mode: str = "max", filename: str = "model.pt",
-        preprocessing: dict[str, Any] | None = None, run: Any = None, trainer: Engine | None = None, kind: str = "best model",
+        preprocessing: dict[str, Any] | None = None, run: Any = None, kind: str = "best model",
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -59,7 +58,6 @@ class BestModelSaver:
         self.filename = filename
         self.preprocessing = dict(preprocessing or {})
         self.run = run
-        self.trainer = trainer
         self.kind = kind
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -92,10 +90,7 @@ class BestModelSaver:
         net = unwrap(self.network)
         path = atomic_torch_save(net.state_dict(), self.models_dir / self.filename)
         training = {"epoch": self.best_epoch, "best_metric": {"name": self.metric, "value": value, "mode": self.mode}}
-        if self.trainer is not None:
-            training["iteration"] = self.trainer.state.iteration
-        run = self.run.provenance() if self.run is not None else None
-        write_record(path, build_record(path, self.kind, type(net).__name__, self.preprocessing, run, training))
+        record_weights(path, self.kind, type(net).__name__, self.preprocessing, self.run, training)
         info = {"metric": self.metric, "value": value, "epoch": self.best_epoch}
         atomic_write_text(self.models_dir / "best_metric.json", json.dumps(info, indent=2) + "\n")
         logger.info(f"New best {self.metric} {value:.4f} at epoch {self.best_epoch}: saved {os.path.join(self.models_dir, self.filename)}")

@@ -16,22 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from common.distributed import is_main_process
 from common.io import atomic_torch_save
 from common.runs.checkpoints import CHECKPOINT_NAME, latest_checkpoint, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AtomicCheckpointSaver", "CHECKPOINT_NAME", "ResumeFromLatest", "is_main_process", "latest_checkpoint", "list_checkpoints"]
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of an initialised process group."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _state_dict(obj: Any) -> Any:

@@ -23,7 +23,7 @@ from torch import nn
 from common.handlers.checkpoint import is_main_process
 from common.io import atomic_torch_save
 from common.networks.weights import encoder_state_dict, unwrap
-from common.runs.provenance import build_record, write_record
+from common.runs.provenance import record_weights
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,9 @@ class PretrainedWeightsExporter:
         encoder = encoder_state_dict(net)
         encoder_path = atomic_torch_save(encoder, self.models_dir / self.encoder_filename)
         training = training_state(engine)
-        run = self.run.provenance() if self.run is not None else None
         name = type(net).__name__
-        write_record(model_path, build_record(model_path, self.kinds[0], name, self.preprocessing, run, training))
-        write_record(encoder_path, build_record(encoder_path, self.kinds[1], name, self.preprocessing, run,
-                                                {**training, "num_encoder_tensors": len(encoder)}))
+        record_weights(model_path, self.kinds[0], name, self.preprocessing, self.run, training)
+        record_weights(encoder_path, self.kinds[1], name, self.preprocessing, self.run, {**training, "num_encoder_tensors": len(encoder)})
         logger.info(
             f"Exported {self.models_dir / self.model_filename} and {self.models_dir / self.encoder_filename} "
             f"({len(encoder)} encoder tensors of {type(net).__name__})."

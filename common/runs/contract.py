@@ -124,13 +124,12 @@ def check_contract(
     message = (
         f"pretrained weights {weights_path} (made by {made_by}) do not match this bundle's preprocessing:\n  " + "\n  ".join(problems)
         + "\nAlign them: fine-tune with the weights' values (the overrides named above), or pretrain again with this bundle's values "
-        "(anatomask_pretrain: configs/downstream_window.json gives btcv_finetune's HU window). "
-        "To load them anyway, pass --allow_preprocessing_mismatch True."
+        "(anatomask_pretrain: configs/downstream_window.json gives btcv_finetune's HU window)."
     )
     if allow_mismatch:
-        logger.warning(message.replace("\nTo load them anyway, pass --allow_preprocessing_mismatch True.", "") + "\n(--allow_preprocessing_mismatch True: loading anyway)")
+        logger.warning(message + "\n(--allow_preprocessing_mismatch True: loading anyway)")
         return record
-    raise PreprocessingMismatchError(message)
+    raise PreprocessingMismatchError(message + " To load them anyway, pass --allow_preprocessing_mismatch True.")
 
 
 def override_hints(preprocessing_config: Mapping[str, Any] | None) -> dict[str, str]:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from common.distributed import barrier, is_main_process, world_size
 from common.io import atomic_write_text
 from common.runs.checkpoints import list_checkpoints
 from common.runs.identity import (
@@ -52,26 +52,11 @@ from common.runs.identity import (
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
-#: How records and messages name the case lists.
-CASE_NAMES = {"train#dataset#data": "training", "validate#dataset#data": "validation"}
 SUPERSEDED = ".superseded-"
 
 
 class RunMismatchError(RuntimeError):
     """The command would resume (or overwrite) a run with other settings; the message lists them and the ways out."""
-
-
-def _main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _checkpoints(directory: Path) -> list[Path]:
-    return [p for _, p in list_checkpoints(directory)]
 
 
 def supersede(folders: Sequence[str | os.PathLike], stamp: str | None = None) -> list[tuple[Path, Path]]:
@@ -105,7 +90,7 @@ class RunIdentity:
         outputs: the run's output folders (models, eval, tensorboard): moved aside together with the
             checkpoints when ``resume`` is false and an earlier run is there.
         resume: the bundle's ``resume`` setting.
-        case_ids: config ids of the case lists whose files identify the data (absent ids are skipped).
+        case_ids: config id -> name of the case lists whose files identify the data (absent ids are skipped).
         length_keys: settings that may differ on resume (the run is continued to the new length).
         weight_keys: settings naming weight files, identified by content.
         ignore: more operational keys, on top of :data:`common.runs.identity.OPERATIONAL_KEYS`.
@@ -118,7 +103,7 @@ class RunIdentity:
         checkpoint_dir: str,
         outputs: Sequence[str] = (),
         resume: bool = True,
-        case_ids: Sequence[str] = CASE_IDS,
+        case_ids: Mapping[str, str] = CASE_IDS,
         length_keys: Sequence[str] = LENGTH_KEYS,
         weight_keys: Sequence[str] = WEIGHT_KEYS,
         ignore: Sequence[str] = (),
@@ -131,19 +116,18 @@ class RunIdentity:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.outputs = [str(o) for o in outputs if o]
         self.resume = resume
-        self.case_ids = list(case_ids)
+        self.case_ids = dict(case_ids)
         self.length_keys = list(length_keys)
         self.weight_keys = list(weight_keys)
         self.ignore = OPERATIONAL_KEYS | set(ignore)
         self.bundle = bundle or self._bundle_name()
         self.settings: dict[str, Any] = self._settings()
         # processes share the batch (batch_size is per process): another count is another global batch and data order
-        self.settings["world_size"] = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.settings["world_size"] = world_size()
         self.length = {k: self.settings.pop(k) for k in self.length_keys if k in self.settings}
         self.weights = {k: self.parser.get_parsed_content(k) for k in self.weight_keys if k in self.parser}
         self.cases: dict[str, list] | None = None
         self.num_cases: dict[str, int] = {}
-        self.resumed_from: dict[str, Any] | None = None  # the earlier run's record when resuming
 
     # -- identity -------------------------------------------------------------------------------------
     def _bundle_name(self) -> str:
@@ -168,7 +152,7 @@ class RunIdentity:
         for cid in self.case_ids:
             if cid in self.parser:
                 cases = self.parser.get_parsed_content(cid)
-                name = CASE_NAMES.get(cid, cid)
+                name = self.case_ids[cid]
                 self.num_cases[name] = len(cases)
                 out[name] = case_files(cases)
         return out
@@ -205,7 +189,7 @@ class RunIdentity:
     # -- the earlier run ------------------------------------------------------------------------------
     def _earlier(self) -> tuple[dict[str, Any] | None, int | None, str]:
         """``(summary, iteration, where)`` of the run in ``checkpoint_dir``; summary None if there is none."""
-        for path in reversed(_checkpoints(self.checkpoint_dir)):
+        for _, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
                 ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:  # noqa: BLE001 - ResumeFromLatest reports it and falls back the same way
@@ -243,22 +227,22 @@ class RunIdentity:
 
     def _check(self) -> None:
         earlier, iteration, where = self._earlier() if self.resume else (None, None, "")
+        weights = self._weights_in_outputs()
         if not self.resume:
-            if (self.checkpoint_dir / RUN_RECORD).is_file() or any(self.checkpoint_dir.glob("*.pt")) or self._weights_in_outputs():
-                if _main_process():
+            if (self.checkpoint_dir / RUN_RECORD).is_file() or any(self.checkpoint_dir.glob("*.pt")) or weights:
+                if is_main_process():
                     moved = supersede([str(self.checkpoint_dir), *self.outputs])
                     for old, new in moved:
                         logger.warning(f"--resume False: the earlier run's {old} was moved to {new}")
-                _barrier()
-            earlier = None
+                barrier()
         elif earlier is not None:
             changed = [f"{k}: {short(a)} -> {short(b)}" for k, a, b in diff_settings(earlier["settings"], self.settings)]
             if changed:
                 raise self._stop(where, changed)
-        elif self._weights_in_outputs():
+        elif weights:
             # weights no checked run made here (a downloaded Model Zoo bundle, MONAI Label's starting model): the new run
             # replaces them as it writes its own; said, not stopped, since loading them as a start is a legitimate use
-            found = ", ".join(str(p) for p in self._weights_in_outputs()[:3])
+            found = ", ".join(str(p) for p in weights[:3])
             logger.warning(f"{found}: not made by a run recorded in {self.checkpoint_dir}; this run replaces them when it writes its weights "
                            "(--run_dir <another folder> keeps them).")
         self.cases = self._resolve_cases()
@@ -267,11 +251,10 @@ class RunIdentity:
             if changed_cases:
                 raise self._stop(where, ["cases: " + c for c in changed_cases])
             self._report_length(earlier, iteration or 0, where)
-            self.resumed_from = earlier
-        elif _main_process():
+        elif is_main_process():
             atomic_write_text(self.checkpoint_dir / RUN_RECORD, json.dumps(self.summary(), indent=1, sort_keys=True) + "\n")
             logger.info(f"Fresh run {self.fingerprint[:12]} of {self.bundle}: checkpoints in {self.checkpoint_dir}.")
-        _barrier()
+        barrier()
 
     def _report_length(self, earlier: Mapping[str, Any], iteration: int, where: str) -> None:
         old, new = earlier.get("length", {}), self.length

@@ -55,9 +55,10 @@ LENGTH_KEYS = ("num_steps",)
 #: Keys naming weight files, identified by content.
 WEIGHT_KEYS = ("pretrained",)
 
-#: Config ids of the case lists a training config trains and validates on (those absent are skipped):
-#: the datasets' data, which MONAI Label's train task overrides with its datastore's cases.
-CASE_IDS = ("train#dataset#data", "validate#dataset#data")
+#: Config ids of the case lists a training config trains and validates on (those absent are skipped),
+#: with the names records and messages give them: the datasets' data, which MONAI Label's train task
+#: overrides with its datastore's cases.
+CASE_IDS = {"train#dataset#data": "training", "validate#dataset#data": "validation"}
 
 #: Config ids whose content is a case list: identified by the case digest, left out of the settings.
 CASE_LIST_IDS = (*CASE_IDS, "train#files", "validate#files")

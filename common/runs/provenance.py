@@ -127,6 +127,19 @@ def write_record(weights_path: str | os.PathLike, record: Mapping[str, Any]) -> 
     return path
 
 
+def record_weights(
+    weights_path: str | os.PathLike,
+    kind: str,
+    network_class: str,
+    preprocessing: Mapping[str, Any] | None,
+    run: Any = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Build and write the record of ``weights_path``; ``run`` is the run's :class:`common.runs.RunIdentity` (or None)."""
+    summary = run.provenance() if run is not None else None
+    return write_record(weights_path, build_record(weights_path, kind, network_class, preprocessing, summary, training))
+
+
 def read_record(weights_path: str | os.PathLike) -> dict[str, Any] | None:
     """The record next to ``weights_path``, or None when there is none (external weights).
 
