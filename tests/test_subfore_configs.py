@@ -28,7 +28,7 @@ def test_train_json_keeps_the_seed_settings():
     p = parser_for("train.json")
     expected = {
         "pixdim": [1.5, 1.5, 1.5], "hu_window": [-175.0, 250.0], "intensity_range": [0.1, 1.0], "roi_size": [96, 96, 96],
-        "subvolume_size": 16, "mask_ratio": 0.6, "foreground_hu": -132.0, "learning_rate": 1e-4, "weight_decay": 1e-2,
+        "subvolume_size": 16, "mask_ratio": 0.6, "foreground_threshold": -132.0, "learning_rate": 1e-4, "weight_decay": 1e-2,
         "warmup_steps": 100, "num_steps": 1600, "batch_size": 4, "feature_size": 48,
     }
     assert {k: p[k] for k in expected} == expected

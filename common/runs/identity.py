@@ -35,7 +35,7 @@ from typing import Any
 #: or the objective), the pre-flight switches (their effect on the case list is in the case digest),
 #: and where the data lives (the case digest identifies the data itself).
 OPERATIONAL_KEYS = frozenset({
-    "_meta_", "imports", "initialize", "run", "finalize",
+    "_meta_", "_generated_", "imports", "initialize", "run", "finalize",
     "bundle_root", "run_dir", "models_dir", "output_dir", "checkpoint_dir", "tensorboard_dir",
     "resume", "allow_preprocessing_mismatch",
     "dataset_dir", "datalist", "phantom_dir", "num_phantoms", "num_phantom_validation",
