@@ -3,7 +3,7 @@ r"""AnatoMask mask generation (Algorithm 1): vectorized version against a per-sa
 All draw the random initial mask, rank the initially masked patches by the teacher's per-patch loss,
 keep the top ``ceil(r_t * n)`` and fill randomly up to ``ceil(gamma * n)``, on the same losses:
 
-- ``vectorized_s``: :func:`common.masking.anatomical_mask` on the device (this project);
+- ``vectorized_s``: :func:`common.methods.anatomask.anatomical_mask` on the device (this project);
 - ``per_sample_numpy_s``: a loop over the batch with NumPy argsort / ``setdiff1d`` /
   ``np.random.choice`` per sample, with the host round trip (an efficient per-sample baseline);
 - ``algorithm1_python_s``: Algorithm 1 transcribed as the paper writes it, per sample and per patch
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from timing import median_time
 
-from common.masking import anatomical_mask, random_patch_mask
+from common.methods.anatomask import anatomical_mask, random_patch_mask
 
 
 def loop_anatomask(losses: torch.Tensor, gamma: float, r_t: float, rng: np.random.Generator) -> torch.Tensor:
@@ -125,8 +125,8 @@ def time_step(args, device: torch.device) -> dict:
     """One AnatoMask step (r_t = 0.25, so the teacher pass runs) on a batch of 112 x 112 x 128 volumes."""
     from monai.networks.nets import DynUNet
 
-    from common.losses import AnatoMaskLoss
-    from common.networks import AnatoMaskModel
+    from common.methods.anatomask import AnatoMaskLoss
+    from common.methods.anatomask import AnatoMaskModel
 
     net = DynUNet(3, 1, 1, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2], upsample_kernel_size=[2] * 4, filters=args.filters, res_block=True, norm_name="instance")
     model = AnatoMaskModel(net, total_steps=4).to(device).train()

@@ -26,8 +26,8 @@ from monai.bundle import ConfigParser
 from monai.networks.nets.segresnet_ds import SegResEncoder
 from timing import median_time
 
-from common.losses import NTXentLoss
-from common.networks import ContrastiveModel, PooledEncoder, pooled_features
+from common.methods.ctfm import NTXentLoss
+from common.methods.ctfm import ContrastiveModel, PooledEncoder, pooled_features
 from common.retrieval import embed_scan, patch_embeddings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -36,29 +36,29 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 
-def bundle_parts(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """(network, loss, masked batch, packed target) from the bundle config, identical in every process."""
+def bundle_parts(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(SubFore model, loss, masked batch, voxel mask, images) from the bundle config, identical in every process."""
     from bench_subfore_masking import synthetic_batch
 
-    from common.losses.masked_reconstruction import pack_target
+    from common.methods.subfore import SubForeModel
 
     parser = subfore_config(**{"device": "$torch.device('cpu')", "roi_size": [args.roi] * 3,
                    "feature_size": args.feature_size, "network_def#depths": args.depths, "network_def#window_size": args.window})
     torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
+    network = SubForeModel(parser.get_parsed_content("network_def"))
     images = synthetic_batch(args.batch, args.roi, torch.device("cpu"))
     masked, voxel_mask = parser.get_parsed_content("masker")(images)
-    return network, parser.get_parsed_content("loss"), masked, pack_target(images, voxel_mask)
+    return network, parser.get_parsed_content("loss"), masked, voxel_mask, images
 
 
-def train(network: torch.nn.Module, loss_fn, chunks: list[tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float) -> tuple[list[float], dict]:
+def train(network: torch.nn.Module, loss_fn, chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], steps: int, lr: float) -> tuple[list[float], dict]:
     """``steps`` AdamW steps on the mean loss of ``chunks``; returns the seconds of each step and the first gradients."""
     opt = torch.optim.AdamW(network.parameters(), lr=lr)
     times, first_grads = [], {}
     for step in range(steps):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = sum(loss_fn(network(x), y) for x, y in chunks) / len(chunks)
+        loss = sum(loss_fn(network(x, mask=m), y) for x, m, y in chunks) / len(chunks)
         loss.backward()
         if step == 0:
             first_grads = {n.removeprefix("module."): p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
@@ -70,10 +70,10 @@ def train(network: torch.nn.Module, loss_fn, chunks: list[tuple[torch.Tensor, to
 def ddp_worker(rank: int, args: argparse.Namespace, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=args.procs)
-    network, loss_fn, x, y = bundle_parts(args)
+    network, loss_fn, x, m, y = bundle_parts(args)
     part = args.batch // args.procs
     sl = slice(rank * part, (rank + 1) * part)
-    times, grads = train(DistributedDataParallel(network), loss_fn, [(x[sl], y[sl])], args.steps, args.lr)
+    times, grads = train(DistributedDataParallel(network), loss_fn, [(x[sl], m[sl], y[sl])], args.steps, args.lr)
     if rank == 0:
         torch.save({"grads": grads, "times": times}, out)
     dist.barrier()
@@ -96,14 +96,14 @@ def main() -> None:
     if args.batch % args.procs:
         raise SystemExit(f"--batch {args.batch} must divide among --procs {args.procs}")
     torch.set_num_threads(args.threads)
-    network, loss_fn, x, y = bundle_parts(args)
+    network, loss_fn, x, m, y = bundle_parts(args)
     start = {k: v.clone() for k, v in network.state_dict().items()}
-    single_times, _ = train(network, loss_fn, [(x, y)], args.steps, args.lr)
+    single_times, _ = train(network, loss_fn, [(x, m, y)], args.steps, args.lr)
 
     part = args.batch // args.procs
     network.load_state_dict(start)
     torch.set_num_threads(1)  # as in each rank: float sums in another thread split differ by ~1e-4 of the largest gradient
-    _, reference = train(network, loss_fn, [(x[i : i + part], y[i : i + part]) for i in range(0, args.batch, part)], 1, args.lr)
+    _, reference = train(network, loss_fn, [(x[i : i + part], m[i : i + part], y[i : i + part]) for i in range(0, args.batch, part)], 1, args.lr)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank0.pt")

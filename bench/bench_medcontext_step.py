@@ -3,7 +3,7 @@
 Steps timed (forward, loss, backward, AdamW; the MedContext step also updates the EMA teacher):
 
 - ``supervised_s``: DiceCE on the student's logits (the baseline);
-- ``medcontext_s``: :class:`common.networks.MedContextModel` with both student passes batched;
+- ``medcontext_s``: :class:`common.methods.medcontext.MedContextModel` with both student passes batched;
 - ``medcontext_unbatched_s``: the same with two separate student passes (as the reference);
 
 ``ratio`` = medcontext_s / supervised_s (the issue's bar: at most 2.5; the reference does three full
@@ -24,8 +24,8 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNETR, SegResNet
 from timing import median_time
 
-from common.losses import MedContextLoss
-from common.networks import MedContextModel
+from common.methods.medcontext import MedContextLoss
+from common.methods.medcontext import MedContextModel
 
 SIZES = {
     "tiny": {"roi": 64, "batch": 2, "unetr": {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 8}, "segresnet": 8},

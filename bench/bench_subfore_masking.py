@@ -3,7 +3,7 @@
 Measures, on the same batch of ``batch`` ROIs of ``roi^3`` (default 4 x 96^3, the paper's batch):
 
 - ``mask_s``: the whole masking path of a step (foreground test, draw, voxel mask, noise fill,
-  target packing), i.e. ``MaskedImageBatch`` minus the host-to-device copy;
+  mask handed to the model), i.e. ``MaskedImageBatch`` minus the host-to-device copy;
 - ``step_s``: one optimisation step (forward, masked L1, backward, AdamW) of the tiny SwinUNETR
   used by the tests (feature_size 12, depths 1, window 4);
 - ``loop_mask_s``: a per-sample Python-loop masker (baseline) doing the same work.
@@ -23,9 +23,8 @@ import torch
 from monai.networks.nets import SwinUNETR
 from timing import median_time
 
-from common.engines import MaskedImageBatch
-from common.losses import MaskedReconstructionLoss
-from common.masking import SubvolumeForegroundMasker, hu_to_intensity
+from common.methods.subfore import MaskedImageBatch, MaskedReconstructionLoss, SubForeModel
+from common.methods.subfore import SubvolumeForegroundMasker, hu_to_intensity
 
 
 def loop_mask(images: torch.Tensor, s: int, ratio: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,14 +65,14 @@ def main() -> None:
     threshold = hu_to_intensity(-132, (-175, 250), (0.1, 1.0))
     masker = SubvolumeForegroundMasker(16, 0.6, threshold)
     prepare = MaskedImageBatch(masker)
-    net = SwinUNETR(in_channels=1, out_channels=1, feature_size=12, depths=(1, 1, 1, 1), window_size=4, use_v2=True).to(device)
+    net = SubForeModel(SwinUNETR(in_channels=1, out_channels=1, feature_size=12, depths=(1, 1, 1, 1), window_size=4, use_v2=True)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-2)
     loss_fn = MaskedReconstructionLoss(16)
-    masked, target = prepare({"image": images}, device)
+    masked, target, _, kwargs = prepare({"image": images}, device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(net(masked), target).backward()
+        loss_fn(net(masked, **kwargs), target).backward()
         opt.step()
 
     mask_s = median_time(lambda: prepare({"image": images}, device), args.repeats, device)

@@ -26,7 +26,7 @@ def subfore_config(**overrides) -> ConfigParser:
 def subfore_step(parser: ConfigParser, network: torch.nn.Module, dtype: torch.dtype | None) -> Callable[[torch.Tensor], None]:
     """``step(images)``: one SubFore training step with the bundle's masker and loss -- masking, forward of ``network``
     under autocast in ``dtype`` (``None``: fp32), masked L1, backward, AdamW; a ``GradScaler`` for fp16."""
-    from common.losses.masked_reconstruction import pack_target
+    from common.engines import MethodOutput
 
     masker, loss_fn = parser.get_parsed_content("masker"), parser.get_parsed_content("loss")
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
@@ -37,7 +37,7 @@ def subfore_step(parser: ConfigParser, network: torch.nn.Module, dtype: torch.dt
         masked, voxel_mask = masker(images)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(network(masked), pack_target(images, voxel_mask))
+            loss = loss_fn(MethodOutput(reconstruction=network(masked), mask=voxel_mask), images)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from common.engines import linear_ramp_momentum
-from common.losses import masked_patch_loss, normalized_patches, patchify, per_patch_mse
-from common.masking import (
-    anatomical_mask,
-    count_for_ratio,
-    random_patch_mask,
-    significance_ratio,
-)
+from common.methods.anatomask import masked_patch_loss, normalized_patches, patchify, per_patch_mse
+from common.methods.anatomask import anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
 
 N = 392  # 112 x 112 x 128 in 16^3 patches: 7 x 7 x 8
 
@@ -139,7 +134,7 @@ def perturb_masked(images: torch.Tensor, visible: torch.Tensor, p: int = 16) -> 
 
 
 def test_masked_voxels_never_reach_visible_features_at_any_scale():
-    from common.networks import AnatoMaskModel
+    from common.methods.anatomask import AnatoMaskModel
 
     torch.manual_seed(0)
     model = AnatoMaskModel(tiny_dynunet(), total_steps=10)
@@ -162,8 +157,8 @@ def test_masked_voxels_never_reach_visible_features_at_any_scale():
 
 
 def test_anatomask_step_counts_masks_and_trains_only_the_student():
-    from common.losses import AnatoMaskLoss
-    from common.networks import AnatoMaskModel
+    from common.methods.anatomask import AnatoMaskLoss
+    from common.methods.anatomask import AnatoMaskModel
 
     torch.manual_seed(0)
     model = AnatoMaskModel(tiny_dynunet(), total_steps=4, gamma=0.6)
@@ -171,7 +166,7 @@ def test_anatomask_step_counts_masks_and_trains_only_the_student():
     x = torch.rand(2, 1, 32, 32, 32)
     out = model(x)
     assert out.r_t == 0.0 and int(model.steps_done) == 1  # t = 0: random mask only
-    assert (out.mask.sum(1) == math.ceil(0.6 * 8)).all() and out.reconstruction.shape == x.shape
+    assert (out.patch_mask.sum(1) == math.ceil(0.6 * 8)).all() and out.reconstruction.shape == x.shape
     loss = AnatoMaskLoss()(out, x)
     loss.backward()
     assert all(p.grad is None for p in model.teacher.parameters())
@@ -189,7 +184,8 @@ def test_anatomask_step_counts_masks_and_trains_only_the_student():
 
 
 def test_pretrained_unet_loads_into_the_downstream_network():
-    from common.networks import AnatoMaskModel, load_pretrained
+    from common.networks import load_pretrained
+    from common.methods.anatomask import AnatoMaskModel
 
     model = AnatoMaskModel(tiny_dynunet(), total_steps=4)
     import tempfile
@@ -207,13 +203,13 @@ def test_pretrained_unet_loads_into_the_downstream_network():
 
 def test_step_targets_are_the_normalised_patches_and_give_the_same_loss():
     """The normalised targets are computed once per step and shared; the loss equals the one from images."""
-    from common.losses import AnatoMaskLoss
-    from common.networks import AnatoMaskModel
+    from common.methods.anatomask import AnatoMaskLoss
+    from common.methods.anatomask import AnatoMaskModel
 
     torch.manual_seed(0)
     model = AnatoMaskModel(tiny_dynunet(), total_steps=4).train()
     x = torch.rand(2, 1, 32, 32, 32)
     out = model(x)
     torch.testing.assert_close(out.targets, normalized_patches(x, 16))
-    from_images = masked_patch_loss(out.reconstruction, x, out.mask, 16)
+    from_images = masked_patch_loss(out.reconstruction, x, out.patch_mask, 16)
     torch.testing.assert_close(AnatoMaskLoss()(out, x), from_images)

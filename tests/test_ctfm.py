@@ -11,14 +11,10 @@ from monai.networks.nets import SegResNetDS
 from monai.networks.nets.segresnet_ds import SegResEncoder
 from monai.transforms import Compose, RandAxisFlip, RandGaussianNoise
 
-from common.losses import NTXentLoss, nt_xent
-from common.networks import (
-    ContrastiveModel,
-    EncoderClassifier,
-    PooledEncoder,
-    ProjectionHead,
-    load_pretrained,
-)
+from common.engines import MethodOutput
+from common.methods.ctfm import NTXentLoss, nt_xent
+from common.networks import load_pretrained
+from common.methods.ctfm import ContrastiveModel, EncoderClassifier, PooledEncoder, ProjectionHead
 from common.retrieval import (
     EmbeddingIndex,
     RetrievalError,
@@ -28,7 +24,8 @@ from common.retrieval import (
     results_table,
     write_results,
 )
-from common.transforms import CTWindowsd, IntraSampleViewsd
+from common.transforms import CTWindowsd
+from common.methods.ctfm import IntraSampleViewsd
 
 
 def by_hand(views: list[torch.Tensor], pairs: dict[int, int], temperature: float) -> float:
@@ -71,7 +68,9 @@ def test_positives_are_the_two_views_of_one_crop():
     loss = NTXentLoss(0.1)
     with pytest.raises(ValueError, match="negatives"):
         nt_xent(crops, crops, negatives="nope")
-    assert float(loss((crops, crops), None)) == pytest.approx(float(nt_xent(crops, crops, 0.1)))
+    assert float(loss(MethodOutput(view1=crops, view2=crops), None)) == pytest.approx(float(nt_xent(crops, crops, 0.1)))
+    with pytest.raises(TypeError, match="view2"):
+        loss(MethodOutput(view1=crops), None)
 
 
 @pytest.mark.parametrize("prefix", ["backbone.", "model.backbone.", ""], ids=["ctfm_backbone", "lighter_model", "feature_extractor"])
@@ -89,7 +88,7 @@ def test_ctfm_checkpoint_layouts_load_into_segresnetds(tmp_path, prefix):
         torch.testing.assert_close(net.state_dict()["encoder." + k], v)
 
 
-# --- networks, transforms and retrieval (common.networks.ctfm, common.transforms.views/windows, common.retrieval) ---
+# --- networks, transforms and retrieval (common.methods.ctfm.model, common.methods.ctfm.views/windows, common.retrieval) ---
 
 TINY_ENCODER = {"spatial_dims": 3, "in_channels": 1, "init_filters": 4, "blocks_down": (1, 1, 1, 1, 1)}  # pooled features: 64
 
@@ -109,7 +108,9 @@ def test_contrastive_model_groups_views_by_scan_and_crop():
     torch.manual_seed(0)
     model = ContrastiveModel(SegResEncoder(**TINY_ENCODER), ProjectionHead(64, 32, 16)).eval()
     views = torch.rand(2, 2, 3, 1, 16, 16, 16)  # B=2 scans, 2 views, K=3 crops
-    z1, z2 = model(views)
+    out = model(views)
+    assert isinstance(out, MethodOutput) and set(out) == {"view1", "view2"}
+    z1, z2 = out.view1, out.view2
     assert z1.shape == z2.shape == (2, 3, 16)
     with torch.no_grad():  # view v of crop k of scan b is exactly the projection of that volume alone
         torch.testing.assert_close(z2[1, 2], model(views[1, 1, 2][None])[0], atol=1e-5, rtol=1e-4)

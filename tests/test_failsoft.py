@@ -10,12 +10,7 @@ from ignite.engine import Events
 from monai.data import Dataset
 
 from common.data import CaseSource, CheckedThreadDataLoader
-from common.engines import (
-    FailedCasesError,
-    FailSoftDataset,
-    FailSoftEvaluator,
-    fail_soft_collate,
-)
+from common.engines import FailedCasesError, FailSoftDataset, FailSoftEvaluator, fail_soft_collate
 
 
 def _load(d: dict) -> dict:

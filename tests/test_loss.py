@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.engines import MaskedImageBatch
-from common.losses import (
-    MaskedReconstructionLoss,
-    masked_l1,
-    pack_target,
-    unpack_target,
-)
-from common.masking import SubvolumeForegroundMasker
+from common.engines import MethodOutput
+from common.methods.subfore import MaskedImageBatch, MaskedReconstructionLoss, SubForeModel, SubvolumeForegroundMasker, masked_l1
 
 
 def grid_mask(cells: list[tuple[int, int, int, int]], b: int = 2, g: int = 4, s: int = 8) -> torch.Tensor:
@@ -60,17 +54,21 @@ def test_nothing_masked_gives_zero_with_a_gradient():
     assert loss.item() == 0.0 and pred.grad is not None
 
 
-def test_batch_preparer_packs_original_and_mask_for_the_loss():
+def test_batch_preparer_hands_the_mask_to_the_model_and_the_original_to_the_loss():
     torch.manual_seed(0)
     images = torch.rand(2, 1, 32, 32, 32) * 0.9 + 0.1
     masker = SubvolumeForegroundMasker(subvolume_size=8, threshold=0.0)
-    masked, target = MaskedImageBatch(masker)({"image": images}, device="cpu")
-    original, mask = unpack_target(target)
-    assert torch.equal(original, images) and target.shape == (2, 2, 32, 32, 32)
+    masked, target, args, kwargs = MaskedImageBatch(masker)({"image": images}, device="cpu")
+    mask = kwargs["mask"]
+    assert args == () and torch.equal(target, images) and mask.shape == (2, 1, 32, 32, 32) and mask.dtype == torch.bool
     assert not torch.equal(masked, images) and torch.equal(masked[~mask.expand_as(masked)], images[~mask.expand_as(images)])
-    pred = torch.rand_like(images)
-    loss = MaskedReconstructionLoss(subvolume_size=8)(pred, target)
-    assert loss.item() == pytest.approx(masked_l1(pred, images, mask, 8, "subvolume").item())
-    assert torch.equal(pack_target(images, mask), target)
+    net = torch.nn.Conv3d(1, 1, 3, padding=1)
+    output = SubForeModel(net)(masked, *args, **kwargs)
+    assert isinstance(output, MethodOutput) and output.mask is mask and torch.equal(output.input, masked)
+    loss = MaskedReconstructionLoss(subvolume_size=8)(output, target)
+    assert loss.item() == pytest.approx(masked_l1(net(masked), images, mask, 8, "subvolume").item())
+    assert torch.equal(SubForeModel(net)(masked), net(masked))  # no mask: evaluation / export output
+    with pytest.raises(TypeError, match="needs a method's training output"):
+        MaskedReconstructionLoss(subvolume_size=8)(net(masked), target)
     with pytest.raises(KeyError, match="no 'image' key"):
         MaskedImageBatch(masker)({"img": images})

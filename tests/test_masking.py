@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.transforms import ScaleIntensityRange
 
-from common.masking import SubvolumeForegroundMasker, hu_to_intensity, subvolume_means
+from common.methods.subfore import SubvolumeForegroundMasker, hu_to_intensity, subvolume_means
 
 S = 16
 AIR, TISSUE = 0.1, 0.6  # scaled intensities on [0.1, 1.0]

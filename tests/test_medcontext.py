@@ -10,9 +10,10 @@ from ignite.engine import Engine, Events
 from monai.networks.nets import UNETR, SegResNet, SwinUNETR
 
 from common.engines import TeacherEMAUpdate, cosine_momentum
-from common.losses import MedContextLoss, context_loss
-from common.masking import tube_mask
-from common.networks import MedContextModel, MedContextOutput
+from common.methods.medcontext import MedContextLoss, context_loss
+from common.methods.medcontext import tube_mask
+from common.engines import MethodOutput
+from common.methods.medcontext import MedContextModel
 
 
 def tiny_unetr() -> UNETR:
@@ -163,7 +164,7 @@ def test_each_loss_term_by_hand():
     s, sm, t = (torch.randn(2, 3, 4, 4, 4, generator=g) for _ in range(3))
     y = torch.randn(2, 3, 4, 4, 4, generator=g)
     seg = lambda logits, target: ((logits - target) ** 2).sum() / 10.0
-    out = MedContextOutput(s, sm, t, torch.zeros(2, 1, 1, 1, dtype=torch.bool))
+    out = MethodOutput(student=s, student_masked=sm, teacher=t, grid_mask=torch.zeros(2, 1, 1, 1, dtype=torch.bool))
     loss_fn = MedContextLoss(seg, beta=0.5)
     total = loss_fn(out, y)
     by_hand_seg_clean = float(((s - y) ** 2).sum() / 10.0)

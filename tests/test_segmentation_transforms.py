@@ -9,18 +9,7 @@ import torch
 from monai.transforms import LoadImaged, Spacingd
 
 from common.data import take_fraction
-from common.transforms import (
-    BRATS_REGION_LABELS,
-    BratsRegions,
-    BratsRegionsd,
-    BratsRegionsToLabel,
-    CaseDataError,
-    CheckSegmentationCased,
-    LoadImageCheckedd,
-    SaveLabelMapd,
-    SpacingKeepExtrasd,
-    pending_cases,
-)
+from common.transforms import BRATS_REGION_LABELS, BratsRegions, BratsRegionsd, BratsRegionsToLabel, CaseDataError, CheckSegmentationCased, LoadImageCheckedd, SaveLabelMapd, SpacingKeepExtrasd, pending_cases
 from conftest import real_data
 
 

@@ -19,7 +19,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose
 from monai.utils import set_determinism
 
-from common.losses import pack_target
+from common.engines import MethodOutput
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def fixed_data_loss(overrides: dict, image: str, weights: Path | None) -> float:
     x = CenterSpatialCrop(parser.get_parsed_content("roi_size"))(pre({"image": image})["image"])[None].float()
     masked, mask = parser.get_parsed_content("masker")(x, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return float(parser.get_parsed_content("loss")(net(masked), pack_target(x, mask)))
+        return float(parser.get_parsed_content("loss")(MethodOutput(reconstruction=net(masked), mask=mask), x))
 
 
 def event_tags(log_dir: Path) -> set[str]:

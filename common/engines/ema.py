@@ -47,7 +47,7 @@ def cosine_momentum(index: int, total_steps: int, base: float = 0.996, final: fl
 
 
 class TeacherEMAUpdate:
-    """Update ``model``'s teacher (a :class:`common.networks.MedContextModel`, DDP-wrapped or not) during training.
+    """Update ``model``'s teacher (a :class:`common.methods.medcontext.MedContextModel`, DDP-wrapped or not) during training.
 
     Args:
         model: the student/teacher wrapper.

@@ -26,7 +26,7 @@ from ignite.engine import Engine, Events
 from monai.data import list_data_collate
 from monai.engines import SupervisedEvaluator
 
-from common.handlers.nonfinite import batch_cases
+from common.data.cases import batch_cases
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ class SelfTargetBatch(PrepareBatch):
     """Return ``(image, image)`` on ``device`` for ``SupervisedTrainer`` (no label copy in the data pipeline).
 
     :meth:`images` (the checked, metadata-free transfer) is shared with
-    :class:`common.engines.MaskedImageBatch`, which masks the images it returns.
+    :class:`common.methods.subfore.MaskedImageBatch`, which masks the images it returns.
     """
 
     def __init__(self, image_key: str = "image") -> None:

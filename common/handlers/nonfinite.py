@@ -28,6 +28,8 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
+from common.data.cases import batch_cases
+
 logger = logging.getLogger(__name__)
 
 MODES = ("stop", "skip")
@@ -35,20 +37,6 @@ MODES = ("stop", "skip")
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss was NaN or infinite; the message names where and on which cases."""
-
-
-def batch_cases(batch: Any, limit: int = 8) -> list[str]:
-    """Names of a collated batch's cases: the images' file names (MONAI metadata), else the plain
-    ``case`` field that :func:`common.data.resolve_cases` adds (pipelines with ``track_meta=False``),
-    else ``[]``."""
-    if not isinstance(batch, dict):
-        return []
-    meta = getattr(batch.get("image"), "meta", None)
-    names = meta.get("filename_or_obj") if isinstance(meta, dict) else None
-    names = names or batch.get("case")
-    if not names:
-        return []
-    return [str(n) for n in ([names] if isinstance(names, str) else list(names))[:limit]]
 
 
 class NonFiniteLossGuard:

@@ -2,7 +2,8 @@
 
 MONAI's ``TensorBoardImageHandler`` draws one image, one label and one output with fixed tags; a
 masked-modelling step has four things worth seeing side by side (original, masked input, mask,
-reconstruction), and the mask lives in the packed target, so this draws one panel per view.
+reconstruction), which a method's :class:`common.engines.MethodOutput` carries under its panel keys,
+so this draws one panel per view.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ignite.engine import Engine, Events
 from monai.utils import CommonKeys
 
 from common.handlers.checkpoint import is_main_process
-from common.losses.masked_reconstruction import unpack_target
+from common.engines.method_output import require
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ class ReconstructionImageHandler:
     """Every ``interval`` iterations, write panels (original | masked | mask | reconstruction) of
     the first sample's central axial, coronal and sagittal slices to TensorBoard.
 
-    Reads the trainer output produced with :class:`common.engines.MaskedImageBatch`: ``image`` is the
-    masked input, ``label`` the packed target, ``pred`` the reconstruction.
+    Reads the trainer's ``pred`` (a :class:`common.engines.MethodOutput` with ``input``, ``mask`` and
+    ``reconstruction``) and its ``label`` (the original images of self-supervised methods).
     """
 
     def __init__(self, log_dir: str, interval: int = 100) -> None:
@@ -90,8 +91,9 @@ class ReconstructionImageHandler:
         if not is_main_process():
             return
         out = engine.state.output
-        image, mask = unpack_target(out[CommonKeys.LABEL][:1])
-        masked, pred = out[CommonKeys.IMAGE][:1], out[CommonKeys.PRED][:1]
+        pred = require(out[CommonKeys.PRED], ("input", "mask", "reconstruction"), "ReconstructionImageHandler")
+        image = out[CommonKeys.LABEL][:1]
+        masked, mask, pred = pred.input[:1], pred.mask[:1], pred.reconstruction[:1]
         writer = shared_writer(self.log_dir)
         for axis, view in zip((2, 1, 0), ("axial", "coronal", "sagittal")):
             panel = reconstruction_panel(image[0], masked[0], mask[0], pred[0], axis)

@@ -18,7 +18,7 @@ ENCODER_PREFIXES: dict[str, tuple[str, ...]] = {
     "SwinUNETR": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."),
     "UNETR": ("vit.", "encoder1.", "encoder2.", "encoder3.", "encoder4."),
     "DynUNet": ("input_block.", "downsamples.", "bottleneck."),
-    # CT-FM: the SegResEncoder sits under ``encoder`` in all three (common.networks.ctfm)
+    # CT-FM: the SegResEncoder sits under ``encoder`` in all three (common.methods.ctfm.model)
     "ContrastiveModel": ("encoder.",),
     "EncoderClassifier": ("encoder.",),
     "PooledEncoder": ("encoder.",),

@@ -2,7 +2,7 @@
 
 A preprocessed scan ``(C, D, H, W)`` is cut into non-overlapping ``patch_size`` patches (CT-FM:
 24x128x128; the last row is zero-padded, which is air after CT-FM's intensity scaling) by MONAI's
-``SlidingWindowSplitter``. The embedder (:class:`common.networks.PooledEncoder`) gives each patch a
+``SlidingWindowSplitter``. The embedder (:class:`common.methods.ctfm.PooledEncoder`) gives each patch a
 feature vector (512-d for CT-FM), and the patch vectors are combined per scan by the element-wise
 minimum (the reference) or mean.
 """

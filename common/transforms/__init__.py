@@ -12,7 +12,6 @@ from common.transforms.checks import CaseDataError, CheckSegmentationCased, sour
 from common.transforms.io import ImageReadError, LoadImageCheckedd
 from common.transforms.save import SaveLabelMapd, case_name, output_path, pending_cases
 from common.transforms.spacing import SpacingKeepExtrasd
-from common.transforms.views import IntraSampleViewsd
 from common.transforms.windows import CT_WINDOWS, CTWindowsd
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "CaseDataError",
     "CheckSegmentationCased",
     "ImageReadError",
-    "IntraSampleViewsd",
     "LoadImageCheckedd",
     "SaveLabelMapd",
     "SpacingKeepExtrasd",

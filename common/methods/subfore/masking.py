@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 
+from common.masking.grid import expand_grid
+
 MaskCount = Literal["bernoulli", "fixed"]
 MaskFill = Literal["noise", "zeros"]
 
@@ -54,13 +56,6 @@ class SubvolumeMask:
     def voxel_mask(self) -> torch.Tensor:
         """Expand the grid to voxels: ``(B, 1, Gd*s, Gh*s, Gw*s)`` bool."""
         return expand_grid(self.grid, self.subvolume_size)
-
-
-def expand_grid(grid: torch.Tensor, s: int) -> torch.Tensor:
-    """``(B, Gd, Gh, Gw)`` -> ``(B, 1, Gd*s, Gh*s, Gw*s)`` by repeating each cell ``s^3`` times (no copy
-    until the final reshape)."""
-    b, gd, gh, gw = grid.shape
-    return grid[:, None, :, None, :, None, :, None].expand(b, 1, gd, s, gh, s, gw, s).reshape(b, 1, gd * s, gh * s, gw * s)
 
 
 def subvolume_means(images: torch.Tensor, s: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ One training forward (Algorithm 1 of the paper, all on the device, vectorized ov
 2. the EMA teacher reconstructs that masked input (no gradients) and its per-patch loss is computed
    against per-patch normalised targets (``teacher_normalized_targets=False``: the reference code's
    raw targets);
-3. :func:`common.masking.anatomical_mask` keeps the ``ceil(r_t n)`` highest-loss masked patches and
+3. :func:`common.methods.anatomask.anatomical_mask` keeps the ``ceil(r_t n)`` highest-loss masked patches and
    fills randomly to ``ceil(gamma n)``; ``r_t`` follows the masking dynamics over training;
 4. the student reconstructs the input under that final mask.
 
@@ -17,29 +17,25 @@ paper's "no self-distillation" ablation row): :meth:`update_teacher` then does n
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from common.losses.patch_reconstruction import normalized_patches, per_patch_mse
-from common.masking.anatomask import (
+from common.methods.anatomask.patches import normalized_patches, per_patch_mse
+from common.methods.anatomask.masking import (
     anatomical_mask,
     random_patch_mask,
     significance_ratio,
 )
+from common.engines.method_output import MethodOutput
 from common.networks.ema import ema_update_, frozen_copy
-from common.networks.sparse_unet import SparKDynUNet, visible_grid
+from common.methods.anatomask.sparse_unet import SparKDynUNet, visible_grid
 
 
-class AnatoMaskOutput(NamedTuple):
-    """Student reconstruction ``(B, C, D, H, W)``, final patch mask ``(B, n)`` bool, ``r_t`` used, and the
-    per-patch normalised targets ``(B, n, C * p^3)`` (computed once per step for teacher and student)."""
-
-    reconstruction: torch.Tensor
-    mask: torch.Tensor
-    r_t: float
-    targets: torch.Tensor
+#: keys of an AnatoMask training forward: student ``reconstruction`` ``(B, C, D, H, W)``, final
+#: ``patch_mask`` ``(B, n)`` bool, the ``r_t`` used (float), and the per-patch normalised ``targets``
+#: ``(B, n, C * p^3)`` (computed once per step for teacher and student)
+OUTPUT_KEYS = ("reconstruction", "patch_mask", "r_t", "targets")
 
 
 class AnatoMaskModel(nn.Module):
@@ -108,8 +104,9 @@ class AnatoMaskModel(nn.Module):
             losses = per_patch_mse(reconstruction, images, self.patch_size, normalize=normalized, targets=targets if normalized else None)
         return anatomical_mask(losses, initial, self.gamma, r_t, descending=self.descending), r_t
 
-    def forward(self, images: torch.Tensor) -> AnatoMaskOutput | torch.Tensor:
-        """Training: :class:`AnatoMaskOutput` (and one step counted). Evaluation: the plain network's output."""
+    def forward(self, images: torch.Tensor) -> MethodOutput | torch.Tensor:
+        """Training: a :class:`common.engines.MethodOutput` with :data:`OUTPUT_KEYS` (and one step
+        counted). Evaluation: the plain network's output."""
         if not self.training:
             return self.network(images)
         targets = normalized_patches(images, self.patch_size)
@@ -117,7 +114,7 @@ class AnatoMaskModel(nn.Module):
         grid = visible_grid(images, self.patch_size)
         reconstruction = self.student(images, ~mask.view(images.shape[0], *grid))
         self.steps_done += 1
-        return AnatoMaskOutput(reconstruction, mask, r_t, targets)
+        return MethodOutput(reconstruction=reconstruction, patch_mask=mask, r_t=r_t, targets=targets)
 
     def update_teacher(self, momentum: float) -> None:
         if self.teacher_mode == "ema":

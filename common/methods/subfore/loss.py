@@ -1,9 +1,8 @@
 """L1 reconstruction loss restricted to masked voxels (SubFore, seed 000).
 
-MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, target)``. For masked image modelling the
-target must carry the mask too, so the batch preparer packs them along the channel axis:
-``target = cat([original_image, voxel_mask], dim=1)`` of shape ``(B, C + 1, D, H, W)``. This keeps the
-standard engine (AMP, DDP, gradient accumulation) untouched.
+MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, target)`` with ``pred`` the
+:class:`common.engines.MethodOutput` of :class:`common.methods.subfore.SubForeModel` (reconstruction and
+voxel mask) and ``target`` the original images.
 """
 
 from __future__ import annotations
@@ -13,17 +12,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from common.engines.method_output import MethodOutput, require
+
 Reduction = Literal["subvolume", "voxel"]
-
-
-def pack_target(images: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
-    """``(B, C, ...)`` image and ``(B, 1, ...)`` mask -> ``(B, C + 1, ...)`` target."""
-    return torch.cat([images, voxel_mask.to(images.dtype)], dim=1)
-
-
-def unpack_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`pack_target`: ``(B, C + 1, ...)`` -> image ``(B, C, ...)``, bool mask ``(B, 1, ...)``."""
-    return target[:, :-1], target[:, -1:] > 0.5
 
 
 def masked_l1(
@@ -62,7 +53,7 @@ def masked_l1(
 
 
 class MaskedReconstructionLoss(nn.Module):
-    """``loss(pred, packed_target)`` for MONAI trainers; see :func:`masked_l1` for the reductions."""
+    """``loss(output, images)`` for MONAI trainers; see :func:`masked_l1` for the reductions."""
 
     def __init__(self, subvolume_size: int = 16, reduction: Reduction = "subvolume") -> None:
         super().__init__()
@@ -71,7 +62,7 @@ class MaskedReconstructionLoss(nn.Module):
         self.subvolume_size = int(subvolume_size)
         self.reduction: Reduction = reduction
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``pred`` ``(B, C, D, H, W)``, ``target`` ``(B, C + 1, D, H, W)`` from :func:`pack_target`."""
-        images, voxel_mask = unpack_target(target)
-        return masked_l1(pred, images, voxel_mask, self.subvolume_size, self.reduction)
+    def forward(self, output: MethodOutput, images: torch.Tensor) -> torch.Tensor:
+        """``output``: ``reconstruction`` ``(B, C, D, H, W)`` and ``mask`` ``(B, 1, D, H, W)``; ``images`` ``(B, C, D, H, W)``."""
+        output = require(output, ("reconstruction", "mask"), "MaskedReconstructionLoss")
+        return masked_l1(output.reconstruction, images, output.mask, self.subvolume_size, self.reduction)

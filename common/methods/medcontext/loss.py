@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.networks.medcontext import MedContextOutput
+from common.engines.method_output import MethodOutput, require
+from common.methods.medcontext.model import OUTPUT_KEYS
 
 
 def context_loss(teacher_logits: torch.Tensor, student_masked_logits: torch.Tensor) -> torch.Tensor:
@@ -23,7 +24,7 @@ def context_loss(teacher_logits: torch.Tensor, student_masked_logits: torch.Tens
 
 
 class MedContextLoss(nn.Module):
-    """Total MedContext loss from a :class:`MedContextOutput`; the three terms of the last call are in ``terms``.
+    """Total MedContext loss from the training output of :class:`common.methods.medcontext.MedContextModel`; the three terms of the last call are in ``terms``.
 
     Args:
         seg_loss: supervised loss ``(logits, label) -> scalar`` (e.g. ``DiceCELoss``).
@@ -36,9 +37,8 @@ class MedContextLoss(nn.Module):
         self.beta = beta
         self.terms: dict[str, torch.Tensor] = {}
 
-    def forward(self, output: MedContextOutput, target: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, MedContextOutput):
-            raise TypeError(f"MedContextLoss needs the training output of MedContextModel, got {type(output).__name__}")
+    def forward(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
+        output = require(output, OUTPUT_KEYS, "MedContextLoss")
         seg_clean = self.seg_loss(output.student, target)
         seg_masked = self.seg_loss(output.student_masked, target)
         context = context_loss(output.teacher, output.student_masked)

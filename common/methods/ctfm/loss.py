@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.engines.method_output import MethodOutput, require
+
 NEGATIVES = ("intra_sample", "batch")
 
 
@@ -38,7 +40,8 @@ def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1, 
 
 
 class NTXentLoss(nn.Module):
-    """:func:`nt_xent` as a module: ``forward((view1, view2), _)`` with each view ``(B, K, D)``."""
+    """:func:`nt_xent` as a module: ``forward(output, _)`` with ``output`` the training output of
+    :class:`common.methods.ctfm.ContrastiveModel` (``view1``, ``view2``: each ``(B, K, D)``)."""
 
     def __init__(self, temperature: float = 0.1, negatives: str = "intra_sample") -> None:
         super().__init__()
@@ -47,5 +50,6 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
         self.negatives = negatives
 
-    def forward(self, views: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor | None = None) -> torch.Tensor:
-        return nt_xent(views[0], views[1], self.temperature, self.negatives)
+    def forward(self, output: MethodOutput, target: torch.Tensor | None = None) -> torch.Tensor:
+        output = require(output, ("view1", "view2"), "NTXentLoss")
+        return nt_xent(output.view1, output.view2, self.temperature, self.negatives)

@@ -4,7 +4,7 @@ The student is trained; the teacher is an exponential moving average of it (no g
 training mode one forward returns what the MedContext loss needs: the student's logits on the clean
 input, the student's logits on the masked input, and the teacher's logits on the clean input.
 
-Masking (a :func:`common.masking.tube_mask` on the ``patch_size`` grid of the ROI):
+Masking (a :func:`common.methods.medcontext.tube_mask` on the ``patch_size`` grid of the ROI):
 
 - ``"token"`` (ViT encoders: MONAI's UNETR, or any network with a ``patch_embedding`` module):
   after the patch embedding, masked tokens are replaced by a learnable mask token, as in the
@@ -21,24 +21,19 @@ that matters.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from common.masking.subvolume import expand_grid
-from common.masking.tube import tube_mask
+from common.engines.method_output import MethodOutput
+from common.masking.grid import expand_grid
+from common.methods.medcontext.masking import tube_mask
 from common.networks.ema import ema_update_, frozen_copy
 from common.networks.weights import input_channels
 
 
-class MedContextOutput(NamedTuple):
-    """Logits ``(B, K, D, H, W)`` of one training forward, and the patch mask ``(B, Gd, Gh, Gw)``."""
-
-    student: torch.Tensor
-    student_masked: torch.Tensor
-    teacher: torch.Tensor
-    mask: torch.Tensor
+#: keys of a MedContext training forward: logits ``(B, K, D, H, W)`` and the patch mask ``(B, Gd, Gh, Gw)``
+OUTPUT_KEYS = ("student", "student_masked", "teacher", "grid_mask")
 
 
 def find_patch_embedding(network: nn.Module) -> nn.Module | None:
@@ -51,7 +46,8 @@ def find_patch_embedding(network: nn.Module) -> nn.Module | None:
 
 
 class MedContextModel(nn.Module):
-    """Student, EMA teacher and mask token; ``forward`` in training mode returns :class:`MedContextOutput`.
+    """Student, EMA teacher and mask token; ``forward`` in training mode returns a
+    :class:`common.engines.MethodOutput` with :data:`OUTPUT_KEYS`.
 
     Args:
         network: the segmentation network (becomes the student; the teacher is a copy).
@@ -147,8 +143,8 @@ class MedContextModel(nn.Module):
         grid = tuple(s // self.patch_size for s in spatial)
         return tube_mask(grid, self.mask_ratio, images.shape[0], self.per_sample_mask, device=images.device)
 
-    def forward(self, images: torch.Tensor) -> MedContextOutput | torch.Tensor:
-        """Training: :class:`MedContextOutput`. Evaluation: the student's logits."""
+    def forward(self, images: torch.Tensor) -> MethodOutput | torch.Tensor:
+        """Training: ``MethodOutput(student, student_masked, teacher, grid_mask)``. Evaluation: the student's logits."""
         if not self.training:
             return self.student(images)
         mask = self.make_mask(images)
@@ -157,7 +153,7 @@ class MedContextModel(nn.Module):
             clean = self.student(images)
         with torch.no_grad():
             teacher = self.teacher(images)
-        return MedContextOutput(clean, masked, teacher, mask)
+        return MethodOutput(student=clean, student_masked=masked, teacher=teacher, grid_mask=mask)
 
     def update_teacher(self, momentum: float) -> None:
         """``teacher = momentum * teacher + (1 - momentum) * student``, every parameter; buffers copied."""

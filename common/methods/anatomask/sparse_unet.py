@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.masking.subvolume import expand_grid
+from common.masking.grid import expand_grid
 from common.networks.weights import input_channels
 
 

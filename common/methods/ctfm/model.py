@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.engines.method_output import MethodOutput
+
 
 def pooled_features(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Global-average-pooled deepest feature map of ``encoder``: ``(N, C, D, H, W)`` -> ``(N, F)``
@@ -42,9 +44,9 @@ class ContrastiveModel(PooledEncoder):
     """Encoder + projection head for intra-sample SimCLR.
 
     ``forward(views)`` takes ``(B, 2, K, C, D, H, W)`` (two views of ``K`` crops of each of ``B`` scans,
-    :class:`common.transforms.IntraSampleViewsd`), runs all ``2BK`` views as one batch (so batch
-    normalisation sees every view) and returns the projections of view 1 and view 2, each ``(B, K, out)``,
-    the input of :class:`common.losses.NTXentLoss`. A plain batch ``(N, C, D, H, W)`` gives its
+    :class:`common.methods.ctfm.IntraSampleViewsd`), runs all ``2BK`` views as one batch (so batch
+    normalisation sees every view) and returns a :class:`common.engines.MethodOutput` with the
+    projections ``view1`` and ``view2``, each ``(B, K, out)``, the input of :class:`common.methods.ctfm.NTXentLoss`. A plain batch ``(N, C, D, H, W)`` gives its
     projections ``(N, out)`` (what the bundle verifier and TorchScript export see).
     """
 
@@ -52,7 +54,7 @@ class ContrastiveModel(PooledEncoder):
         super().__init__(encoder)
         self.head = head if head is not None else ProjectionHead()
 
-    def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+    def forward(self, views: torch.Tensor) -> MethodOutput | torch.Tensor:
         if views.dim() == 5:
             return self.head(pooled_features(self.encoder, views))
         if views.dim() != 7 or views.shape[1] != 2:
@@ -60,7 +62,7 @@ class ContrastiveModel(PooledEncoder):
         b, _, k = views.shape[:3]
         z = self.head(pooled_features(self.encoder, views.flatten(0, 2)))  # (B*2*K, out)
         z = z.view(b, 2, k, -1)
-        return z[:, 0], z[:, 1]
+        return MethodOutput(view1=z[:, 0], view2=z[:, 1])
 
 
 class EncoderClassifier(PooledEncoder):

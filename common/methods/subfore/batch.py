@@ -13,17 +13,19 @@ from typing import Any
 import torch
 
 from common.engines.self_target import SelfTargetBatch
-from common.losses.masked_reconstruction import pack_target
 
 Masker = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class MaskedImageBatch(SelfTargetBatch):
-    """Return ``(masked_image, pack_target(image, mask))`` for the trainer.
+    """Return ``(masked_image, image, (), {"mask": voxel_mask})`` for the trainer.
+
+    MONAI's ``SupervisedTrainer`` passes the extra keyword arguments on to the network, so
+    :class:`common.methods.subfore.SubForeModel` receives the mask it returns with its reconstruction.
 
     Args:
         masker: ``images (B, C, D, H, W) -> (masked (B, C, D, H, W), voxel_mask (B, 1, D, H, W))``,
-            e.g. :class:`common.masking.SubvolumeForegroundMasker`.
+            e.g. :class:`common.methods.subfore.SubvolumeForegroundMasker`.
         image_key: key of the image in the batch dictionary.
     """
 
@@ -37,7 +39,7 @@ class MaskedImageBatch(SelfTargetBatch):
         device: str | torch.device | None = None,
         non_blocking: bool = False,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:
         images = self.images(batchdata, device, non_blocking, **kwargs)
         masked, voxel_mask = self.masker(images)
-        return masked, pack_target(images, voxel_mask)
+        return masked, images, (), {"mask": voxel_mask}
