@@ -25,6 +25,8 @@ def _imported_modules(path: Path) -> set[str]:
                 module = node.module or ""
             found.add(module)
             found |= {f"{module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXPORTS" for t in node.targets):
+            found |= set(ast.literal_eval(node.value).values())  # lazy re-exports (common.lazy) are imports too
     return {m for m in found if m.split(".")[0] == "common"}
 
 
@@ -102,3 +104,48 @@ def test_every_method_folder_has_its_parts():
     for m in methods:
         files = {f.stem for f in (COMMON / "methods" / m).glob("*.py")}
         assert {"__init__", "model", "loss"} <= files, (m, files)
+
+
+BUNDLE_METHOD = {
+    "btcv_finetune": None, "brats_finetune": None, "subfore_pretrain": "subfore", "medcontext_unetr": "medcontext",
+    "anatomask_pretrain": "anatomask", "ctfm_pretrain": "ctfm", "ctfm_segmentation": None, "ctfm_classification": "ctfm",
+    "ctfm_retrieval": "ctfm",
+}
+
+
+def test_export_vendors_only_the_bundles_own_method():
+    import json
+
+    from common.zoo.export import PACKAGE_ROOT, used_modules
+
+    bundles = COMMON.parent / "bundles"
+    assert set(BUNDLE_METHOD) == {d.name for d in bundles.iterdir() if (d / "configs").is_dir()}
+    for bundle, method in BUNDLE_METHOD.items():
+        texts = []
+        for p in (bundles / bundle / "configs").glob("*.json"):
+            config = json.loads(p.read_text())
+            texts.append(json.dumps({k: v for k, v in config.items() if k != "_generated_"} if isinstance(config, dict) else config))
+        files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(texts)}
+        methods = {f.split("/")[1] for f in files if f.startswith("methods/") and f.count("/") == 2}
+        assert methods == ({method} if method else set()), (bundle, methods)
+        assert not any(f.startswith(("config_sources/", "experiments/", "zoo/")) for f in files), bundle
+
+
+def test_a_lazily_exported_name_brings_only_its_module():
+    from common.zoo.export import PACKAGE_ROOT, used_modules
+
+    files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(['"_target_": "common.handlers.ValidationWithFinal"'])}
+    assert "handlers/validation.py" in files and "handlers/__init__.py" in files and "lazy.py" in files
+    assert "handlers/segmentation_report.py" not in files and "handlers/export.py" not in files
+
+
+def test_lazily_exported_names_do_not_shadow_submodules():
+    """Importing ``pkg.name`` binds the submodule as ``pkg.name``, which would hide an exported ``name``."""
+    from common.zoo.export import lazy_exports
+
+    for init in COMMON.rglob("__init__.py"):
+        submodules = {p.stem for p in init.parent.glob("*.py")} | {p.name for p in init.parent.iterdir() if p.is_dir()}
+        clash = submodules & set(lazy_exports(init))
+        assert not clash, f"{init}: {sorted(clash)}"
+        for name, module in lazy_exports(init).items():  # every entry resolves
+            assert (COMMON.parent / (module.replace(".", "/") + ".py")).is_file() or (COMMON.parent / module.replace(".", "/") / "__init__.py").is_file(), (init, name, module)

@@ -47,6 +47,11 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     large = (dest / "large_files.yml").read_text()
     assert 'path: "models/big_ensemble.pt"' in large and 'url: "https://example.org/w/big_ensemble.pt"' in large and "hash_type: \"sha256\"" in large
     assert (dest / "common" / "transforms" / "save.py").is_file() and not (dest / "common" / "experiments").exists()
+    assert not (dest / "common" / "methods").exists() and not (dest / "common" / "config_sources").exists()  # no method code in a fine-tuning bundle
+    vendored = json.loads((dest / "common" / "VENDORED.json").read_text())
+    assert "transforms/save.py" in vendored["files"] and vendored["python_modules"] < vendored["of_python_modules"]
+    assert sorted(p.relative_to(dest / "common").as_posix() for p in (dest / "common").rglob("*.py")) == [f for f in vendored["files"] if f.endswith(".py")]
+    assert "_generated_" not in json.loads((dest / "configs" / "train.json").read_text())
     with zipfile.ZipFile(zip_path) as z:
         names = set(z.namelist())
     assert "btcv_finetune/configs/inference.json" in names and "btcv_finetune/common/paths.py" in names

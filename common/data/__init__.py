@@ -1,58 +1,34 @@
 """Data: embedded synthetic CT, CT triage and brain-tumour MRI phantoms, datalist resolution/validation, the pre-flight case check, the
 datalist CLI, the dataset cache (memory/disk/none), seeded training subsets and an error-propagating thread loader."""
 
-from common.data.brats_phantoms import ensure_brats_phantom_dataset, generate_brats_case
-from common.data.cache import CACHE_MODES, make_dataset
-from common.data.datalist import (
-    CaseSource,
-    DatalistError,
-    load_datalist,
-    resolve_cases,
-    select_fold,
-)
-from common.data.loader import CheckedThreadDataLoader
-from common.data.phantoms import (
-    BTCV_LABELS,
-    default_cache_dir,
-    ensure_phantom_dataset,
-    generate_case,
-)
-from common.data.preflight import (
-    CaseChecks,
-    DataPreflightError,
-    PreflightReport,
-    checked_cases,
-    preflight,
-)
-from common.data.subset import take_fraction
-from common.data.triage_phantoms import (
-    TRIAGE_CLASSES,
-    ensure_triage_phantom_dataset,
-    generate_triage_case,
-)
+from common.lazy import exports
 
-__all__ = [
-    "BTCV_LABELS",
-    "CACHE_MODES",
-    "TRIAGE_CLASSES",
-    "CaseChecks",
-    "CaseSource",
-    "CheckedThreadDataLoader",
-    "DataPreflightError",
-    "DatalistError",
-    "PreflightReport",
-    "checked_cases",
-    "default_cache_dir",
-    "ensure_brats_phantom_dataset",
-    "ensure_phantom_dataset",
-    "ensure_triage_phantom_dataset",
-    "generate_brats_case",
-    "generate_case",
-    "generate_triage_case",
-    "load_datalist",
-    "make_dataset",
-    "preflight",
-    "resolve_cases",
-    "select_fold",
-    "take_fraction",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "BTCV_LABELS": "common.data.phantoms",
+    "CACHE_MODES": "common.data.cache",
+    "CaseChecks": "common.data.case_checks",
+    "CaseSource": "common.data.datalist",
+    "checked_cases": "common.data.case_checks",
+    "CheckedThreadDataLoader": "common.data.loader",
+    "DatalistError": "common.data.datalist",
+    "DataPreflightError": "common.data.case_checks",
+    "default_cache_dir": "common.data.phantoms",
+    "ensure_brats_phantom_dataset": "common.data.brats_phantoms",
+    "ensure_phantom_dataset": "common.data.phantoms",
+    "ensure_triage_phantom_dataset": "common.data.triage_phantoms",
+    "generate_brats_case": "common.data.brats_phantoms",
+    "generate_case": "common.data.phantoms",
+    "generate_triage_case": "common.data.triage_phantoms",
+    "load_datalist": "common.data.datalist",
+    "make_dataset": "common.data.cache",
+    "preflight": "common.data.case_checks",
+    "PreflightReport": "common.data.case_checks",
+    "resolve_cases": "common.data.datalist",
+    "select_fold": "common.data.datalist",
+    "take_fraction": "common.data.subset",
+    "TRIAGE_CLASSES": "common.data.triage_phantoms",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

@@ -10,7 +10,7 @@ Every bundle calls :func:`resolve_cases` with its ``dataset_dir`` / ``datalist``
 
 Every file named in the chosen entries is checked up front, so a typo fails in a second with the
 datalist, entry and path in the message (all missing files at once), not an hour into caching. With
-``checks`` the cases are also read and validated (:mod:`common.data.preflight`).
+``checks`` the cases are also read and validated (:mod:`common.data.case_checks`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
 from common.data.phantoms import ensure_phantom_dataset
-from common.data.preflight import (
+from common.data.case_checks import (
     CaseChecks,
     PreflightReport,
     case_name,
@@ -154,7 +154,7 @@ def resolve_cases(
     ``phantom_kind`` picks the embedded default: ``"ct"`` (abdominal CT with the 13 BTCV organs) or
     ``"brats"`` (4-sequence brain-tumour MRI, :mod:`common.data.brats_phantoms`).
 
-    With ``checks`` every case is read and checked first (:mod:`common.data.preflight`): all problems
+    With ``checks`` every case is read and checked first (:mod:`common.data.case_checks`): all problems
     are reported at once, and ``on_bad_case="skip"`` drops the bad cases instead of stopping; the
     JSON report goes to ``report_dir/preflight_<keys>.json`` and the skipped cases into ``skipped``. Every case gets a ``case`` field (its
     image path) unless it has one, so logs can name it where image metadata is not tracked.

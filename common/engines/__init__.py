@@ -1,23 +1,23 @@
 """Engine pieces plugged into MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` (no hand-written loops),
 and an evaluator that goes on past failed cases."""
 
-from common.engines.ema import TeacherEMAUpdate, cosine_momentum, linear_ramp_momentum
-from common.engines.failsoft import FailedCasesError, FailSoftDataset, FailSoftEvaluator, fail_soft_collate
-from common.engines.method_output import PANEL_KEYS, MethodOutput, require
-from common.engines.schedule import epochs_for_steps
-from common.engines.self_target import SelfTargetBatch
+from common.lazy import exports
 
-__all__ = [
-    "PANEL_KEYS",
-    "FailSoftDataset",
-    "MethodOutput",
-    "require",
-    "FailSoftEvaluator",
-    "FailedCasesError",
-    "fail_soft_collate",
-    "SelfTargetBatch",
-    "TeacherEMAUpdate",
-    "cosine_momentum",
-    "epochs_for_steps",
-    "linear_ramp_momentum",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "cosine_momentum": "common.engines.ema",
+    "epochs_for_steps": "common.engines.schedule",
+    "fail_soft_collate": "common.engines.failsoft",
+    "FailedCasesError": "common.engines.failsoft",
+    "FailSoftDataset": "common.engines.failsoft",
+    "FailSoftEvaluator": "common.engines.failsoft",
+    "linear_ramp_momentum": "common.engines.ema",
+    "MethodOutput": "common.engines.method_output",
+    "PANEL_KEYS": "common.engines.method_output",
+    "require": "common.engines.method_output",
+    "SelfTargetBatch": "common.engines.self_target",
+    "TeacherEMAUpdate": "common.engines.ema",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

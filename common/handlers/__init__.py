@@ -2,43 +2,28 @@
 reports, weight export, TensorBoard panels and scalars, random-generator state for checkpoints, validation that includes the last epoch, gradient clipping,
 stopping (or skipping) non-finite losses."""
 
-from common.handlers.best_model import BestModelSaver
-from common.handlers.checkpoint import (
-    AtomicCheckpointSaver,
-    ResumeFromLatest,
-    is_main_process,
-    latest_checkpoint,
-    list_checkpoints,
-)
-from common.handlers.export import PretrainedWeightsExporter
-from common.handlers.gradient_clipping import GradientClipping
-from common.handlers.nonfinite import (
-    NonFiniteLossError,
-    NonFiniteLossGuard,
-    batch_cases,
-)
-from common.handlers.rng import RNGState
-from common.handlers.segmentation_report import SegmentationReport
-from common.handlers.tensorboard import ReconstructionImageHandler, ScalarsHandler
-from common.handlers.validation import ValidationWithFinal
-from common.io import atomic_torch_save
+from common.lazy import exports
 
-__all__ = [
-    "AtomicCheckpointSaver",
-    "BestModelSaver",
-    "GradientClipping",
-    "NonFiniteLossError",
-    "NonFiniteLossGuard",
-    "PretrainedWeightsExporter",
-    "ReconstructionImageHandler",
-    "RNGState",
-    "ResumeFromLatest",
-    "ScalarsHandler",
-    "SegmentationReport",
-    "ValidationWithFinal",
-    "atomic_torch_save",
-    "batch_cases",
-    "is_main_process",
-    "latest_checkpoint",
-    "list_checkpoints",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "atomic_torch_save": "common.io",
+    "AtomicCheckpointSaver": "common.handlers.checkpoint",
+    "batch_cases": "common.data.cases",
+    "BestModelSaver": "common.handlers.best_model",
+    "GradientClipping": "common.handlers.gradient_clipping",
+    "is_main_process": "common.distributed",
+    "latest_checkpoint": "common.runs.checkpoints",
+    "list_checkpoints": "common.runs.checkpoints",
+    "NonFiniteLossError": "common.handlers.nonfinite",
+    "NonFiniteLossGuard": "common.handlers.nonfinite",
+    "PretrainedWeightsExporter": "common.handlers.export",
+    "ReconstructionImageHandler": "common.handlers.tensorboard",
+    "ResumeFromLatest": "common.handlers.checkpoint",
+    "RNGState": "common.handlers.rng",
+    "ScalarsHandler": "common.handlers.tensorboard",
+    "SegmentationReport": "common.handlers.segmentation_report",
+    "ValidationWithFinal": "common.handlers.validation",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

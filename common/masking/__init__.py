@@ -1,7 +1,13 @@
 """Masking helpers shared by the methods' masking strategies (each strategy lives with its method in
 :mod:`common.methods`): seeded random subsets, per-cell grids expanded to voxels."""
 
-from common.masking.grid import expand_grid
-from common.masking.subset import random_subset
+from common.lazy import exports
 
-__all__ = ["expand_grid", "random_subset"]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "expand_grid": "common.masking.grid",
+    "random_subset": "common.masking.subset",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

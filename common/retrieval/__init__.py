@@ -3,34 +3,24 @@
 Command line (a thin front to the ``ctfm_retrieval`` bundle): ``python -m common.retrieval --help``.
 """
 
-from common.retrieval.embed import (
-    REDUCTIONS,
-    PatchEmbeddingInferer,
-    embed_scan,
-    patch_embeddings,
-    reduce_patches,
-)
-from common.retrieval.index import (
-    EmbeddingIndex,
-    RetrievalError,
-    results_table,
-    write_results,
-)
-from common.retrieval.workflow import pending_cases, query
-from common.retrieval.writer import EmbeddingIndexWriter, existing_index
+from common.lazy import exports
 
-__all__ = [
-    "REDUCTIONS",
-    "EmbeddingIndex",
-    "EmbeddingIndexWriter",
-    "PatchEmbeddingInferer",
-    "RetrievalError",
-    "embed_scan",
-    "existing_index",
-    "patch_embeddings",
-    "pending_cases",
-    "query",
-    "reduce_patches",
-    "results_table",
-    "write_results",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "embed_scan": "common.retrieval.embed",
+    "EmbeddingIndex": "common.retrieval.index",
+    "EmbeddingIndexWriter": "common.retrieval.writer",
+    "existing_index": "common.retrieval.writer",
+    "patch_embeddings": "common.retrieval.embed",
+    "PatchEmbeddingInferer": "common.retrieval.embed",
+    "pending_cases": "common.retrieval.workflow",
+    "query": "common.retrieval.workflow",
+    "reduce_patches": "common.retrieval.embed",
+    "REDUCTIONS": "common.retrieval.embed",
+    "results_table": "common.retrieval.index",
+    "RetrievalError": "common.retrieval.index",
+    "write_results": "common.retrieval.index",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

@@ -3,31 +3,31 @@ only the run that was asked for, provenance records next to exported weights, an
 pretraining-to-fine-tuning contract checked when weights are loaded. Shared infrastructure: imports
 no method and no handler."""
 
-from common.runs.checkpoints import CHECKPOINT_NAME, latest_checkpoint, list_checkpoints
-from common.runs.contract import PreprocessingMismatchError, check_contract, compare, override_hints
-from common.runs.guard import RUN_RECORD, RunIdentity, RunMismatchError, supersede
-from common.runs.identity import LENGTH_KEYS, OPERATIONAL_KEYS, active_parser, flatten_settings
-from common.runs.provenance import build_record, network_family, read_record, record_path, write_record
+from common.lazy import exports
 
-__all__ = [
-    "CHECKPOINT_NAME",
-    "LENGTH_KEYS",
-    "OPERATIONAL_KEYS",
-    "PreprocessingMismatchError",
-    "RUN_RECORD",
-    "RunIdentity",
-    "RunMismatchError",
-    "active_parser",
-    "build_record",
-    "check_contract",
-    "compare",
-    "flatten_settings",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "network_family",
-    "override_hints",
-    "read_record",
-    "record_path",
-    "supersede",
-    "write_record",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "active_parser": "common.runs.identity",
+    "build_record": "common.runs.provenance",
+    "check_contract": "common.runs.contract",
+    "CHECKPOINT_NAME": "common.runs.checkpoints",
+    "compare": "common.runs.contract",
+    "flatten_settings": "common.runs.identity",
+    "latest_checkpoint": "common.runs.checkpoints",
+    "LENGTH_KEYS": "common.runs.identity",
+    "list_checkpoints": "common.runs.checkpoints",
+    "network_family": "common.runs.provenance",
+    "OPERATIONAL_KEYS": "common.runs.identity",
+    "override_hints": "common.runs.contract",
+    "PreprocessingMismatchError": "common.runs.contract",
+    "read_record": "common.runs.provenance",
+    "record_path": "common.runs.provenance",
+    "RUN_RECORD": "common.runs.guard",
+    "RunIdentity": "common.runs.guard",
+    "RunMismatchError": "common.runs.guard",
+    "supersede": "common.runs.guard",
+    "write_record": "common.runs.provenance",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

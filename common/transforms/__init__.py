@@ -1,36 +1,28 @@
 """Custom transforms (only what MONAI does not have)."""
 
-from common.transforms.brats import (
-    BRATS_REGION_LABELS,
-    BRATS_REGIONS,
-    BratsRegions,
-    BratsRegionsd,
-    BratsRegionsToLabel,
-    BratsRegionsToLabeld,
-)
-from common.transforms.checks import CaseDataError, CheckSegmentationCased, source_name
-from common.transforms.io import ImageReadError, LoadImageCheckedd
-from common.transforms.save import SaveLabelMapd, case_name, output_path, pending_cases
-from common.transforms.spacing import SpacingKeepExtrasd
-from common.transforms.windows import CT_WINDOWS, CTWindowsd
+from common.lazy import exports
 
-__all__ = [
-    "BRATS_REGIONS",
-    "BRATS_REGION_LABELS",
-    "BratsRegions",
-    "BratsRegionsToLabel",
-    "BratsRegionsToLabeld",
-    "BratsRegionsd",
-    "CTWindowsd",
-    "CT_WINDOWS",
-    "CaseDataError",
-    "CheckSegmentationCased",
-    "ImageReadError",
-    "LoadImageCheckedd",
-    "SaveLabelMapd",
-    "SpacingKeepExtrasd",
-    "case_name",
-    "output_path",
-    "pending_cases",
-    "source_name",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "BRATS_REGION_LABELS": "common.transforms.brats",
+    "BRATS_REGIONS": "common.transforms.brats",
+    "BratsRegions": "common.transforms.brats",
+    "BratsRegionsd": "common.transforms.brats",
+    "BratsRegionsToLabel": "common.transforms.brats",
+    "BratsRegionsToLabeld": "common.transforms.brats",
+    "case_name": "common.transforms.save",
+    "CaseDataError": "common.transforms.checks",
+    "CheckSegmentationCased": "common.transforms.checks",
+    "CT_WINDOWS": "common.transforms.windows",
+    "CTWindowsd": "common.transforms.windows",
+    "ImageReadError": "common.transforms.io",
+    "LoadImageCheckedd": "common.transforms.io",
+    "output_path": "common.transforms.save",
+    "pending_cases": "common.transforms.save",
+    "SaveLabelMapd": "common.transforms.save",
+    "source_name": "common.transforms.checks",
+    "SpacingKeepExtrasd": "common.transforms.spacing",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

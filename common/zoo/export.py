@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(common.__file__).resolve().parent
 _CONFIG_MODULE_RE = re.compile(r"\bcommon(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 MAX_FILE_MB = 25.0
+GENERATED_KEY = "_generated_"  # common.config_sources' marker (not imported: the exporter ships without it)
 
 
 def _module_file(name: str) -> Path | None:
@@ -66,8 +67,20 @@ def _imports_of(path: Path) -> set[str]:
     return found
 
 
+def lazy_exports(init: Path) -> dict[str, str]:
+    """A package's ``EXPORTS`` map (name -> defining module, :mod:`common.lazy`), read without importing it."""
+    for node in ast.parse(init.read_text(), filename=str(init)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXPORTS" for t in node.targets):
+            return dict(ast.literal_eval(node.value))
+    return {}
+
+
 def used_modules(config_texts: list[str]) -> list[Path]:
-    """Source files of every ``common`` module the configs name, closed over their imports and parents."""
+    """Source files of every ``common`` module the configs name, closed over their imports and parents.
+
+    A name a package exports lazily (``common.handlers.BestModelSaver``) brings only its defining
+    module (``common.handlers.best_model``), not the rest of the package.
+    """
     todo = {"common"}
     for text in config_texts:
         for dotted in _CONFIG_MODULE_RE.findall(text):
@@ -81,8 +94,14 @@ def used_modules(config_texts: list[str]) -> list[Path]:
             continue
         seen.add(name)
         f = _module_file(name)
-        if f is None:
-            continue  # an attribute (class/function), not a module
+        if f is None:  # an attribute (class/function): the module a package exports it from, if lazy
+            package, _, attr = name.rpartition(".")
+            init = _module_file(package) if package else None
+            if init is not None and init.name == "__init__.py":
+                target = lazy_exports(init).get(attr)
+                if target:
+                    todo.add(target)
+            continue
         files.add(f)
         parts = name.split(".")
         todo |= {".".join(parts[:i]) for i in range(1, len(parts))} | _imports_of(f)
@@ -165,19 +184,30 @@ def export_bundle(
             lines += [f'  - path: "{e["path"]}"', f'    url: "{e["url"]}"', f'    hash_val: "{e["hash_val"]}"', f'    hash_type: "{e["hash_type"]}"']
         (staging / "large_files.yml").write_text("\n".join(lines) + "\n")
 
-    texts = [p.read_text() for p in (staging / "configs").glob("*.json")]
-    files = used_modules(texts)
+    texts = []
     for p in (staging / "configs").glob("*.json"):
         config = json.loads(p.read_text())
+        if isinstance(config, dict):
+            config.pop(GENERATED_KEY, None)  # names this repository's config sources, which are not shipped
+        texts.append(json.dumps(config))
         if not p.name.startswith("datalist"):
             p.write_text(json.dumps(lazy_common_imports(config), indent=4) + "\n")
+    files = used_modules(texts)
     for f in files:
         target = staging / "common" / f.relative_to(PACKAGE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, target)
+    modules = sorted(f.relative_to(PACKAGE_ROOT).as_posix() for f in files)
+    available = sum(1 for _ in PACKAGE_ROOT.rglob("*.py"))
+    manifest = {"bundle": name, "common_version": getattr(common, "__version__", ""),
+                "python_modules": sum(m.endswith(".py") for m in modules), "of_python_modules": available, "files": modules,
+                "rule": "the modules the configs name, closed over their imports and package __init__ files; "
+                        "names a package exports lazily (common.lazy) bring only their defining module"}
+    (staging / "common" / "VENDORED.json").write_text(json.dumps(manifest, indent=2) + "\n")
     staging.rename(dest)
     shutil.make_archive(str(zip_path.with_suffix("")), "zip", root_dir=out, base_dir=name)
-    logger.info(f"Exported {name}: {dest} ({len(files)} files of common, {len(large)} large files listed) and {zip_path}")
+    logger.info(f"Exported {name}: {dest} ({manifest['python_modules']} of {available} Python modules of common, listed in "
+                f"common/VENDORED.json; {len(large)} large files listed) and {zip_path}")
     return dest, zip_path
 
 

@@ -1,25 +1,25 @@
 """AnatoMask (seed 002): the EMA teacher's reconstruction loss ranks patches for masking, on an
 easy-to-hard schedule, with a SparK-style masked CNN encoder-decoder."""
 
-from common.methods.anatomask.loss import AnatoMaskLoss
-from common.methods.anatomask.masking import anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
-from common.methods.anatomask.model import OUTPUT_KEYS, AnatoMaskModel
-from common.methods.anatomask.patches import masked_patch_loss, normalized_patches, patch_targets, patchify, per_patch_mse
-from common.methods.anatomask.sparse_unet import MaskedInstanceNorm3d, SparKDynUNet
+from common.lazy import exports
 
-__all__ = [
-    "AnatoMaskLoss",
-    "AnatoMaskModel",
-    "OUTPUT_KEYS",
-    "MaskedInstanceNorm3d",
-    "SparKDynUNet",
-    "anatomical_mask",
-    "count_for_ratio",
-    "masked_patch_loss",
-    "normalized_patches",
-    "patch_targets",
-    "patchify",
-    "per_patch_mse",
-    "random_patch_mask",
-    "significance_ratio",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "AnatoMaskLoss": "common.methods.anatomask.loss",
+    "AnatoMaskModel": "common.methods.anatomask.model",
+    "anatomical_mask": "common.methods.anatomask.masking",
+    "count_for_ratio": "common.methods.anatomask.masking",
+    "masked_patch_loss": "common.methods.anatomask.patches",
+    "MaskedInstanceNorm3d": "common.methods.anatomask.sparse_unet",
+    "normalized_patches": "common.methods.anatomask.patches",
+    "OUTPUT_KEYS": "common.methods.anatomask.model",
+    "patch_targets": "common.methods.anatomask.patches",
+    "patchify": "common.methods.anatomask.patches",
+    "per_patch_mse": "common.methods.anatomask.patches",
+    "random_patch_mask": "common.methods.anatomask.masking",
+    "significance_ratio": "common.methods.anatomask.masking",
+    "SparKDynUNet": "common.methods.anatomask.sparse_unet",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

@@ -1,8 +1,19 @@
 """CT-FM (seed 003): intra-sample SimCLR of a SegResEncoder, and the classifier / pooled encoder
 used downstream."""
 
-from common.methods.ctfm.loss import NTXentLoss, nt_xent
-from common.methods.ctfm.model import ContrastiveModel, EncoderClassifier, PooledEncoder, ProjectionHead, pooled_features
-from common.methods.ctfm.views import IntraSampleViewsd
+from common.lazy import exports
 
-__all__ = ["ContrastiveModel", "EncoderClassifier", "IntraSampleViewsd", "NTXentLoss", "PooledEncoder", "ProjectionHead", "nt_xent", "pooled_features"]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "ContrastiveModel": "common.methods.ctfm.model",
+    "EncoderClassifier": "common.methods.ctfm.model",
+    "IntraSampleViewsd": "common.methods.ctfm.views",
+    "nt_xent": "common.methods.ctfm.loss",
+    "NTXentLoss": "common.methods.ctfm.loss",
+    "pooled_features": "common.methods.ctfm.model",
+    "PooledEncoder": "common.methods.ctfm.model",
+    "ProjectionHead": "common.methods.ctfm.model",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

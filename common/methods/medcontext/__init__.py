@@ -1,8 +1,18 @@
 """MedContext (seed 001): supervised segmentation plus masked-context reconstruction in the output
 space, student / EMA teacher."""
 
-from common.methods.medcontext.loss import MedContextLoss, context_loss
-from common.methods.medcontext.masking import masked_fraction, tube_mask
-from common.methods.medcontext.model import OUTPUT_KEYS, MedContextModel, find_patch_embedding
+from common.lazy import exports
 
-__all__ = ["MedContextLoss", "MedContextModel", "OUTPUT_KEYS", "context_loss", "find_patch_embedding", "masked_fraction", "tube_mask"]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "context_loss": "common.methods.medcontext.loss",
+    "find_patch_embedding": "common.methods.medcontext.model",
+    "masked_fraction": "common.methods.medcontext.masking",
+    "MedContextLoss": "common.methods.medcontext.loss",
+    "MedContextModel": "common.methods.medcontext.model",
+    "OUTPUT_KEYS": "common.methods.medcontext.model",
+    "tube_mask": "common.methods.medcontext.masking",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

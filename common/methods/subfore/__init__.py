@@ -1,17 +1,18 @@
 """SubFore (seed 000): only foreground subvolumes of a CT ROI are masked and reconstructed."""
 
-from common.methods.subfore.batch import MaskedImageBatch
-from common.methods.subfore.loss import MaskedReconstructionLoss, masked_l1
-from common.methods.subfore.model import SubForeModel
-from common.methods.subfore.masking import SubvolumeForegroundMasker, SubvolumeMask, hu_to_intensity, subvolume_means
+from common.lazy import exports
 
-__all__ = [
-    "MaskedImageBatch",
-    "MaskedReconstructionLoss",
-    "SubvolumeForegroundMasker",
-    "SubvolumeMask",
-    "SubForeModel",
-    "hu_to_intensity",
-    "masked_l1",
-    "subvolume_means",
-]
+#: name -> defining module, imported on first use (see :mod:`common.lazy`)
+EXPORTS = {
+    "hu_to_intensity": "common.methods.subfore.masking",
+    "masked_l1": "common.methods.subfore.loss",
+    "MaskedImageBatch": "common.methods.subfore.batch",
+    "MaskedReconstructionLoss": "common.methods.subfore.loss",
+    "SubForeModel": "common.methods.subfore.model",
+    "subvolume_means": "common.methods.subfore.masking",
+    "SubvolumeForegroundMasker": "common.methods.subfore.masking",
+    "SubvolumeMask": "common.methods.subfore.masking",
+}
+
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = exports(__name__, EXPORTS)

@@ -15,7 +15,7 @@ Per case (image file or files, optional label file) it finds:
 
 Checks run in a few threads (file reading releases the GIL) and are memoised per (file, size, mtime),
 so the training and validation lists of one run read each file once. Bundles call it through
-:func:`common.data.resolve_cases` (``checks=``), and ``python -m common.data.preflight`` runs it on a
+:func:`common.data.resolve_cases` (``checks=``), and ``python -m common.data.check`` runs it on a
 datalist from the shell and prints the report.
 """
 
