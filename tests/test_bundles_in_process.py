@@ -77,3 +77,7 @@ def test_one_iteration_and_inference(bundle, tmp_path, phantom_dirs):
         run_in_process([configs / inference, configs / "demo.json"], {**data, "num_workers": 0, **inference_overrides})
         written = [p for p in (tmp_path / "eval").rglob("*") if p.is_file() and p.suffix in (".gz", ".csv", ".pt")]
         assert written, f"{bundle} inference wrote nothing under {tmp_path / 'eval'}"
+
+
+def test_every_bundle_is_under_test():
+    assert set(BUNDLES_UNDER_TEST) == {d.name for d in BUNDLES.iterdir() if (d / "configs" / "metadata.json").is_file()}
