@@ -86,8 +86,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     def vectorized():
-        initial = random_patch_mask(args.batch, args.patches, args.gamma, device=device)
-        return anatomical_mask(losses, initial, args.gamma, args.r_t)
+        initial = random_patch_mask(args.batch, args.patches, args.gamma, device=device, count_rule="algorithm1")
+        return anatomical_mask(losses, initial, args.gamma, args.r_t, count_rule="algorithm1")  # the baselines count as Algorithm 1
 
     def baseline():
         return loop_anatomask(losses, args.gamma, args.r_t, rng)

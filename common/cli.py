@@ -117,3 +117,15 @@ def format_override(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return repr(value)
     return json.dumps(value)
+
+
+def choose(setting: str, value: Any, choices: dict[str, Any]) -> Any:
+    """``choices[value]`` for a config option with named choices, e.g.
+    ``"$common.cli.choose('augmentation', @augmentation, {'paper': @a, 'reference': @b})"``.
+
+    Raises:
+        ValueError: naming the setting, the value and the choices (MONAI would show a bare KeyError).
+    """
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {sorted(choices)}, got {value!r}; pass --{setting} <choice>")
+    return choices[value]

@@ -9,30 +9,67 @@ import torch
 
 from common.engines import linear_ramp_momentum
 from common.methods.anatomask import masked_patch_loss, normalized_patches, patchify, per_patch_mse
-from common.methods.anatomask import anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
+from common.methods.anatomask import AnatoMaskModel, anatomical_mask, count_for_ratio, random_patch_mask, significance_ratio
 
 N = 392  # 112 x 112 x 128 in 16^3 patches: 7 x 7 x 8
+RULES = ("masked_fraction", "algorithm1")
 
 
-def setup(batch=4, gamma=0.6, seed=0):
+def masked_total(rule: str) -> int:
+    """m from the rule's text: the reference keeps round((1 - gamma) n) patches; Algorithm 1 masks ceil(gamma n)."""
+    return N - round(0.4 * N) if rule == "masked_fraction" else math.ceil(0.6 * N)
+
+
+def top_patches(rule: str, r_t: float) -> int:
+    """p from the rule's text: int(r_t * m) in the reference code; ceil(r_t * n) in Algorithm 1."""
+    return int(r_t * masked_total(rule)) if rule == "masked_fraction" else math.ceil(round(r_t * N, 9))
+
+
+def setup(batch=4, gamma=0.6, seed=0, rule="masked_fraction"):
     g = torch.Generator().manual_seed(seed)
-    initial = random_patch_mask(batch, N, gamma, generator=g)
+    initial = random_patch_mask(batch, N, gamma, generator=g, count_rule=rule)
     losses = torch.rand(batch, N, generator=g)
     return initial, losses, g
 
 
-def test_random_mask_has_ceil_gamma_n_per_sample_and_differs_across_samples():
-    initial, _, _ = setup()
-    assert (initial.sum(1) == math.ceil(0.6 * N)).all()
+@pytest.mark.parametrize("rule", RULES)
+def test_random_mask_has_m_per_sample_and_differs_across_samples(rule):
+    initial, _, _ = setup(rule=rule)
+    assert (initial.sum(1) == masked_total(rule)).all()
     assert len({tuple(row.nonzero().flatten().tolist()) for row in initial}) == 4
 
 
+@pytest.mark.parametrize("rule, t, expected_top, expected_random", [
+    # r_t = 0.5 t / T; by hand at n = 392, gamma = 0.6 (the issue's example: reference 117 + 118, Algorithm 1 196 + 40)
+    ("masked_fraction", 0, 0, 235), ("masked_fraction", 50, 58, 177), ("masked_fraction", 100, 117, 118),
+    ("algorithm1", 0, 0, 236), ("algorithm1", 50, 98, 138), ("algorithm1", 100, 196, 40),
+])
+def test_counts_per_sample_at_the_start_middle_and_end_of_training(rule, t, expected_top, expected_random):
+    r_t = significance_ratio(t, 100, 0.0, 0.5)
+    initial, losses, g = setup(rule=rule)
+    losses = losses.masked_fill(initial, 0.0) + initial * (1.0 + losses)  # initially masked patches rank above the rest
+    final = anatomical_mask(losses, initial, gamma=0.6, r_t=r_t, generator=g, count_rule=rule)
+    assert (final.sum(1) == expected_top + expected_random).all()
+    for b in range(4):
+        ranked = sorted(initial[b].nonzero().flatten().tolist(), key=lambda i: -float(losses[b, i]))
+        assert set(ranked[:expected_top]) <= set(final[b].nonzero().flatten().tolist())
+
+
+def test_count_rule_is_checked():
+    initial, losses, _ = setup()
+    with pytest.raises(ValueError, match="count_rule must be one of"):
+        anatomical_mask(losses, initial, 0.6, 0.5, count_rule="nope")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 0.6\]"):
+        AnatoMaskModel(torch.nn.Conv3d(1, 1, 1), total_steps=4, r_end=0.8, count_rule="algorithm1")
+
+
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("r_t", [0.0, 0.1, 0.25, 0.5])
-def test_final_mask_count_and_top_set_are_exact(r_t):
-    initial, losses, g = setup()
-    final = anatomical_mask(losses, initial, gamma=0.6, r_t=r_t, generator=g)
-    assert (final.sum(1) == math.ceil(0.6 * N)).all()  # exactly ceil(gamma * n) per sample
-    p = math.ceil(r_t * N)
+def test_final_mask_count_and_top_set_are_exact(r_t, rule):
+    initial, losses, g = setup(rule=rule)
+    final = anatomical_mask(losses, initial, gamma=0.6, r_t=r_t, generator=g, count_rule=rule)
+    assert (final.sum(1) == masked_total(rule)).all()  # exactly m per sample
+    p = top_patches(rule, r_t)
     for b in range(4):
         ranked = sorted(initial[b].nonzero().flatten().tolist(), key=lambda i: -float(losses[b, i]))
         top = set(ranked[:p])  # the p highest-loss patches among those the teacher reconstructed
@@ -47,7 +84,7 @@ def test_final_mask_count_and_top_set_are_exact(r_t):
 
 def test_ascending_option_picks_the_lowest_losses():
     initial, losses, g = setup()
-    p = math.ceil(0.5 * N)
+    p = top_patches("masked_fraction", 0.5)
     final = anatomical_mask(losses, initial, gamma=0.6, r_t=0.5, descending=False, generator=g)
     for b in range(4):
         ranked = sorted(initial[b].nonzero().flatten().tolist(), key=lambda i: float(losses[b, i]))
@@ -61,7 +98,7 @@ def test_losses_outside_the_initial_mask_are_not_ranked():
     high = anatomical_mask(losses.masked_fill(~initial, 100.0), initial, 0.6, 0.5, generator=torch.Generator().manual_seed(5))
     low = anatomical_mask(losses.masked_fill(~initial, -100.0), initial, 0.6, 0.5, generator=torch.Generator().manual_seed(5))
     assert torch.equal(high, low)
-    assert ((high & initial).sum(1) >= math.ceil(0.5 * N)).all()
+    assert ((high & initial).sum(1) >= top_patches("masked_fraction", 0.5)).all()
 
 
 def test_masking_dynamics_easy_to_hard_and_hard_to_easy():

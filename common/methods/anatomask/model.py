@@ -6,8 +6,9 @@ One training forward (Algorithm 1 of the paper, all on the device, vectorized ov
 2. the EMA teacher reconstructs that masked input (no gradients) and its per-patch loss is computed
    against per-patch normalised targets (``teacher_normalized_targets=False``: the reference code's
    raw targets);
-3. :func:`common.methods.anatomask.anatomical_mask` keeps the ``ceil(r_t n)`` highest-loss masked patches and
-   fills randomly to ``ceil(gamma n)``; ``r_t`` follows the masking dynamics over training;
+3. :func:`common.methods.anatomask.anatomical_mask` keeps the ``p`` highest-loss masked patches and
+   fills randomly to ``m`` (``count_rule``: ``p = floor(r_t m)``, the paper's text and the reference
+   code, or ``ceil(r_t n)``, Algorithm 1); ``r_t`` follows the masking dynamics over training;
 4. the student reconstructs the input under that final mask.
 
 The step counter that drives ``r_t`` is a buffer, so it is saved in checkpoints and a resumed run
@@ -17,12 +18,12 @@ paper's "no self-distillation" ablation row): :meth:`update_teacher` then does n
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from common.methods.anatomask.patches import normalized_patches, per_patch_mse
 from common.methods.anatomask.masking import (
+    COUNT_RULES,
     anatomical_mask,
     random_patch_mask,
     significance_ratio,
@@ -50,6 +51,9 @@ class AnatoMaskModel(nn.Module):
         teacher: ``"ema"`` (the method) or ``"random"`` (frozen random teacher, ablation).
         teacher_normalized_targets: rank by the loss against normalised targets (default) or raw ones.
         patch_size: mask patch edge (16).
+        count_rule: ``"masked_fraction"`` (``r_t`` of the masked patches: paper text, reference code) or
+            ``"algorithm1"`` (``r_t`` of all patches, the paper's Algorithm 1);
+            see :mod:`common.methods.anatomask.masking`.
     """
 
     def __init__(
@@ -63,12 +67,17 @@ class AnatoMaskModel(nn.Module):
         teacher: str = "ema",
         teacher_normalized_targets: bool = True,
         patch_size: int = 16,
+        count_rule: str = "masked_fraction",
     ) -> None:
         super().__init__()
         if teacher not in ("ema", "random"):
             raise ValueError(f"teacher must be 'ema' or 'random', got {teacher!r}")
-        if not 0.0 <= max(r_start, r_end) <= gamma:
-            raise ValueError(f"r_start ({r_start}) and r_end ({r_end}) must lie in [0, gamma={gamma}]")
+        if count_rule not in COUNT_RULES:
+            raise ValueError(f"count_rule must be one of {COUNT_RULES}, got {count_rule!r}")
+        bound = gamma if count_rule == "algorithm1" else 1.0  # a fraction of all patches cannot exceed gamma
+        if not (0.0 <= min(r_start, r_end) and max(r_start, r_end) <= bound):
+            raise ValueError(f"r_start ({r_start}) and r_end ({r_end}) must lie in [0, {bound:g}] with count_rule {count_rule!r}")
+        self.count_rule = count_rule
         self.student = SparKDynUNet(network, patch_size)
         self.teacher = frozen_copy(self.student)
         self.total_steps = total_steps
@@ -94,7 +103,7 @@ class AnatoMaskModel(nn.Module):
         """
         grid = visible_grid(images, self.patch_size)
         b, n = images.shape[0], grid[0] * grid[1] * grid[2]
-        initial = random_patch_mask(b, n, self.gamma, device=images.device)
+        initial = random_patch_mask(b, n, self.gamma, device=images.device, count_rule=self.count_rule)
         r_t = self.r_t()
         if r_t <= 0.0:  # nothing is chosen by loss: the teacher's pass would be wasted
             return initial, r_t
@@ -102,7 +111,7 @@ class AnatoMaskModel(nn.Module):
             reconstruction = self.teacher(images, ~initial.view(b, *grid))
             normalized = self.teacher_normalized_targets
             losses = per_patch_mse(reconstruction, images, self.patch_size, normalize=normalized, targets=targets if normalized else None)
-        return anatomical_mask(losses, initial, self.gamma, r_t, descending=self.descending), r_t
+        return anatomical_mask(losses, initial, self.gamma, r_t, descending=self.descending, count_rule=self.count_rule), r_t
 
     def forward(self, images: torch.Tensor) -> MethodOutput | torch.Tensor:
         """Training: a :class:`common.engines.MethodOutput` with :data:`OUTPUT_KEYS` (and one step
