@@ -46,7 +46,31 @@ def test_nt_xent_intra_sample_matches_a_hand_computation():
         views = [v1[b, k] for k in range(3)] + [v2[b, k] for k in range(3)]
         pairs = {k: k + 3 for k in range(3)} | {k + 3: k for k in range(3)}  # positive: the other view of the same crop
         expected += by_hand(views, pairs, t) / 2
-    assert float(nt_xent(v1, v2, temperature=t)) == pytest.approx(expected, rel=1e-5)
+    assert float(nt_xent(v1, v2, temperature=t, anchors="both")) == pytest.approx(expected, rel=1e-5)
+
+
+def test_view0_anchored_nt_xent_matches_the_reference_definition_by_hand():
+    """Reference (loss/intrasample_ntxent_loss.py): per scan and crop i, anchor view 0 of crop i, positive
+    view 1 of crop i, negatives both views of every other crop; cross entropy with the positive first;
+    mean over crops, then over scans."""
+    g = torch.Generator().manual_seed(3)
+    v0, v1 = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    t = 0.1
+    cos = lambda a, b: float(torch.dot(a, b) / (a.norm() * b.norm()))  # noqa: E731
+    per_scan = []
+    for b in range(2):
+        crops = []
+        for i in range(3):
+            logits = [cos(v0[b, i], v1[b, i]) / t]
+            logits += [cos(v0[b, i], v[b, j]) / t for j in range(3) if j != i for v in (v0, v1)]
+            crops.append(-(logits[0] - math.log(sum(math.exp(x) for x in logits))))
+        per_scan.append(sum(crops) / 3)
+    expected = sum(per_scan) / 2
+    assert float(nt_xent(v0, v1, temperature=t)) == pytest.approx(expected, rel=1e-5)  # the default
+    assert float(nt_xent(v0, v1, temperature=t, anchors="view0")) == pytest.approx(expected, rel=1e-5)
+    assert float(nt_xent(v0, v1, temperature=t, anchors="both")) != pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="anchors"):
+        nt_xent(v0, v1, anchors="view1")
 
 
 def test_nt_xent_batch_negatives_and_temperature():
@@ -55,7 +79,7 @@ def test_nt_xent_batch_negatives_and_temperature():
     views = [v1[b, k] for b in range(2) for k in range(3)] + [v2[b, k] for b in range(2) for k in range(3)]
     pairs = {i: i + 6 for i in range(6)} | {i + 6: i for i in range(6)}
     for t in (0.1, 0.5):
-        assert float(nt_xent(v1, v2, temperature=t, negatives="batch")) == pytest.approx(by_hand(views, pairs, t), rel=1e-5)
+        assert float(nt_xent(v1, v2, temperature=t, negatives="batch", anchors="both")) == pytest.approx(by_hand(views, pairs, t), rel=1e-5)
     assert float(nt_xent(v1, v2, 0.1)) != pytest.approx(float(nt_xent(v1, v2, 0.5)))  # the temperature is applied
 
 
@@ -69,6 +93,8 @@ def test_positives_are_the_two_views_of_one_crop():
     with pytest.raises(ValueError, match="negatives"):
         nt_xent(crops, crops, negatives="nope")
     assert float(loss(MethodOutput(view1=crops, view2=crops), None)) == pytest.approx(float(nt_xent(crops, crops, 0.1)))
+    assert float(NTXentLoss(0.1, anchors="both")(MethodOutput(view1=crops, view2=crops * 2), None)) == pytest.approx(
+        float(nt_xent(crops, crops * 2, 0.1, anchors="both")))
     with pytest.raises(TypeError, match="view2"):
         loss(MethodOutput(view1=crops), None)
 
@@ -210,3 +236,26 @@ def test_index_search_save_load_and_results(tmp_path):
         EmbeddingIndex.load(tmp_path / "missing.pt")
     with pytest.raises(RetrievalError, match=r"\.json or \.csv"):
         write_results(rows, tmp_path / "r.txt")
+
+
+def test_isotropic_resized_crop_keeps_the_aspect_ratio_and_the_size():
+    """Reference view crop: one scale s for every axis, crop s x input size, resize back."""
+    from common.methods.ctfm import RandIsotropicResizedCrop
+
+    crop = RandIsotropicResizedCrop(size=(8, 16, 16), scale=(0.5, 0.5))
+    crop.set_random_state(0)
+    image = torch.arange(16 * 32 * 32, dtype=torch.float32).reshape(1, 16, 32, 32)
+    out = crop(image)
+    assert out.shape == (1, 8, 16, 16)
+    assert [sl.stop - sl.start for sl in crop._crop] == [8, 16, 16]  # s = 0.5 of (16, 32, 32) on every axis
+    sizes = set()
+    crop = RandIsotropicResizedCrop(size=(8, 16, 16), scale=(0.33, 1.0))
+    crop.set_random_state(1)
+    for _ in range(20):
+        crop(image)
+        d, h, w = (sl.stop - sl.start for sl in crop._crop)
+        assert h == w == int(h / 32 * 32) and abs(d / 16 - h / 32) <= 1 / 16 + 1e-9  # same fraction on every axis (to a voxel)
+        sizes.add(h)
+    assert len(sizes) > 5  # the scale is drawn per call
+    with pytest.raises(ValueError, match="scale"):
+        RandIsotropicResizedCrop(size=(8, 8, 8), scale=(0.0, 1.0))

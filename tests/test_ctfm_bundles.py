@@ -32,7 +32,7 @@ def pretrained(tmp_path_factory, phantom_root) -> Path:
     # flips only: with the full view pipeline (resized crops, histogram shift, smoothing) this tiny encoder stays at
     # chance, ln(2K - 1), for at least 48 steps; flipped views still differ, so a falling loss is learning, not a copy
     overrides = {**TINY_ENCODER, **TINY_DATA, "crop_size": [16, 32, 32], "num_crops": 4, "batch_size": 2, "num_steps": 24, "epoch_length": 8,
-                 "view_transform#transforms": [{"_target_": "RandAxisFlip", "prob": 0.5}],
+                 "view_transforms#reference#transforms": [{"_target_": "RandAxisFlip", "prob": 0.5}],
                  "learning_rate": 0.001, "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root)}
     out = assert_ok(run_bundle(configs("ctfm_pretrain", "train.json"), overrides))
     seen = train_losses(out)

@@ -8,6 +8,7 @@ EXPORTS = {
     "ContrastiveModel": "common.methods.ctfm.model",
     "EncoderClassifier": "common.methods.ctfm.model",
     "IntraSampleViewsd": "common.methods.ctfm.views",
+    "RandIsotropicResizedCrop": "common.methods.ctfm.views",
     "nt_xent": "common.methods.ctfm.loss",
     "NTXentLoss": "common.methods.ctfm.loss",
     "pooled_features": "common.methods.ctfm.model",

@@ -7,8 +7,11 @@ same scan* (``negatives="intra_sample"``, the reference), or of every other crop
 
     l(i) = -log( exp(s(i, pos(i)) / tau) / sum_{j != i} exp(s(i, j) / tau) )
 
-where ``j`` runs over the anchor's group (its scan's ``2K`` views, or the batch's ``2BK``), and the
-loss is the mean of ``l`` over every view.
+where ``j`` runs over the anchor's group (its scan's ``2K`` views, or the batch's ``2BK``). The anchors
+are the first view of every crop (``anchors="view0"``, the reference: ``loss/intrasample_ntxent_loss.py``
+anchors on ``input[i][0]`` with the other view as positive and both views of the other crops as
+negatives) or every view (``anchors="both"``, SimCLR's symmetric form: twice the terms per step); the
+loss is the mean of ``l`` over the anchors.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from torch import nn
 from common.engines.method_output import MethodOutput, require
 
 NEGATIVES = ("intra_sample", "batch")
+ANCHORS = ("view0", "both")
 
 
-def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1, negatives: str = "intra_sample") -> torch.Tensor:
+def nt_xent(
+    view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1, negatives: str = "intra_sample", anchors: str = "view0"
+) -> torch.Tensor:
     """NT-Xent for embeddings ``view1``, ``view2`` ``(B, K, D)``: ``K`` crops of each of ``B`` scans, two views each."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    if anchors not in ANCHORS:
+        raise ValueError(f"anchors must be one of {ANCHORS}, got {anchors!r}")
     if view1.shape != view2.shape or view1.dim() != 3:
         raise ValueError(f"views must both be (B, K, D), got {tuple(view1.shape)} and {tuple(view2.shape)}")
     if negatives == "batch":
@@ -36,20 +44,24 @@ def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1, 
     eye = torch.eye(2 * k, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(eye, float("-inf"))  # j != i
     positive = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)]).to(z.device)  # the other view of the same crop
-    return F.cross_entropy(logits.reshape(groups * 2 * k, 2 * k), positive.repeat(groups))
+    rows = k if anchors == "view0" else 2 * k  # view-0 anchors are the first k rows
+    return F.cross_entropy(logits[:, :rows].reshape(groups * rows, 2 * k), positive[:rows].repeat(groups))
 
 
 class NTXentLoss(nn.Module):
     """:func:`nt_xent` as a module: ``forward(output, _)`` with ``output`` the training output of
     :class:`common.methods.ctfm.ContrastiveModel` (``view1``, ``view2``: each ``(B, K, D)``)."""
 
-    def __init__(self, temperature: float = 0.1, negatives: str = "intra_sample") -> None:
+    def __init__(self, temperature: float = 0.1, negatives: str = "intra_sample", anchors: str = "view0") -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if anchors not in ANCHORS:
+            raise ValueError(f"anchors must be one of {ANCHORS}, got {anchors!r}")
         self.temperature = temperature
         self.negatives = negatives
+        self.anchors = anchors
 
     def forward(self, output: MethodOutput, target: torch.Tensor | None = None) -> torch.Tensor:
         output = require(output, ("view1", "view2"), "NTXentLoss")
-        return nt_xent(output.view1, output.view2, self.temperature, self.negatives)
+        return nt_xent(output.view1, output.view2, self.temperature, self.negatives, self.anchors)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, RandSpatialCropSamples
+from monai.transforms import MapTransform, Randomizable, RandSpatialCropSamples, Resize, Transform
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -81,3 +81,35 @@ class IntraSampleViewsd(Randomizable, MapTransform):
         views = [[_plain(self.view_transform(c) if self.view_transform is not None else c) for c in crops] for _ in range(2)]
         d[self.views_key] = torch.stack([torch.stack(v) for v in views]).float()
         return d
+
+
+class RandIsotropicResizedCrop(Randomizable, Transform):
+    """Random resized crop with one scale for every axis (aspect ratio kept): CT-FM's reference view crop.
+
+    MONAI's ``RandScaleCrop(random_size=True)`` draws each axis' size independently; the reference
+    (``transforms/ssl.py``: ``RandomResizedCrop``) draws one ``s ~ U(scale)`` and crops ``s`` times the
+    input size on every axis at a random place, then resizes back to ``size`` (trilinear).
+
+    Args:
+        size: output spatial size ``(D, H, W)``.
+        scale: range of ``s``, the crop's edge as a fraction of the input's (reference: ``(0.33, 1.0)``).
+    """
+
+    def __init__(self, size: Sequence[int], scale: Sequence[float] = (0.33, 1.0)) -> None:
+        lo, hi = (float(v) for v in scale)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
+        self.scale = (lo, hi)
+        self.resize = Resize(tuple(int(v) for v in size), mode="trilinear")
+        self._crop: tuple[slice, ...] = ()
+
+    def randomize(self, spatial: Sequence[int]) -> None:
+        s = self.R.uniform(*self.scale)
+        sizes = [max(1, int(s * n)) for n in spatial]  # as MONAI's RandScaleCrop: int(roi_scale * size)
+        starts = [self.R.randint(0, n - c + 1) for n, c in zip(spatial, sizes)]
+        self._crop = tuple(slice(a, a + c) for a, c in zip(starts, sizes))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` ``(C, *spatial)`` -> ``(C, *size)``."""
+        self.randomize(image.shape[1:])
+        return self.resize(image[(slice(None), *self._crop)])
