@@ -81,3 +81,24 @@ def test_one_iteration_and_inference(bundle, tmp_path, phantom_dirs):
 
 def test_every_bundle_is_under_test():
     assert set(BUNDLES_UNDER_TEST) == {d.name for d in BUNDLES.iterdir() if (d / "configs" / "metadata.json").is_file()}
+
+
+#: the named options that reproduce the reference code (or the paper where they differ), one training iteration each:
+#: bundle -> (extra overlay files after demo.json, overrides)
+OPTIONS_UNDER_TEST = {
+    "anatomask algorithm1 + reference augmentation": ("anatomask_pretrain", [], {"count_rule": "algorithm1", "augmentation": "reference"}),
+    "ctfm per-axis views + symmetric loss": ("ctfm_pretrain", [], {"view_pipeline": "per_axis", "anchors": "both"}),
+    "ctfm_classification sinoct preset": ("ctfm_classification", ["sinoct.json"], {"spatial_size": [32, 48, 48], "pixdim": [5.0, 4.0, 4.0]}),
+}
+
+
+@pytest.mark.parametrize("name", OPTIONS_UNDER_TEST)
+def test_reference_options_train_one_iteration(name, tmp_path, phantom_dirs):
+    bundle, overlays, overrides = OPTIONS_UNDER_TEST[name]
+    kind, train_overrides, _, _ = BUNDLES_UNDER_TEST[bundle]
+    configs = BUNDLES / bundle / "configs"
+    data = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_dirs[kind]),
+            **({"num_phantoms": 6, "num_phantom_validation": 2} if kind == "ct_triage" else CT)}
+    files = [configs / "train.json", configs / "demo.json", *(configs / o for o in overlays)]
+    run_in_process(files, {**ONE_STEP, **data, **train_overrides, **overrides})
+    assert [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")] == [1]

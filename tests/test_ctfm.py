@@ -4,6 +4,7 @@ layout, CT windows, patch embeddings and the retrieval index."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +260,20 @@ def test_isotropic_resized_crop_keeps_the_aspect_ratio_and_the_size():
     assert len(sizes) > 5  # the scale is drawn per call
     with pytest.raises(ValueError, match="scale"):
         RandIsotropicResizedCrop(size=(8, 8, 8), scale=(0.0, 1.0))
+
+
+def test_sinoct_preset_windows_match_the_reference_ranges_by_hand():
+    """evaluation/sinoct.yaml: ScaleIntensityRange a_min/a_max blood [0, 80], subdural [-125, 175],
+    stroke [28, 36], bone [-900, 2100] HU to [0, 1], clipped; 5 x 2 x 2 mm; 48 x 128 x 128."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parent.parent / "bundles" / "ctfm_classification" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "sinoct.json")])
+    assert parser.get_parsed_content("pixdim") == [5.0, 2.0, 2.0] and parser.get_parsed_content("spatial_size") == [48, 128, 128]
+    hu = torch.tensor([-1000.0, 0.0, 30.0, 50.0, 200.0, 3000.0]).view(1, 6, 1, 1)
+    out = CTWindowsd("image", parser.get_parsed_content("windows"))({"image": hu})["image"][:, :, 0, 0]
+    ranges = [(0, 80), (-125, 175), (28, 36), (-900, 2100)]
+    expected = [[min(1.0, max(0.0, (v - lo) / (hi - lo))) for v in (-1000.0, 0.0, 30.0, 50.0, 200.0, 3000.0)] for lo, hi in ranges]
+    torch.testing.assert_close(out, torch.tensor(expected))
+    assert expected[0][3] == 50 / 80 and expected[2][2] == 0.25  # e.g. 50 HU in the blood window; 30 HU in the stroke window
