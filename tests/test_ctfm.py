@@ -277,3 +277,23 @@ def test_sinoct_preset_windows_match_the_reference_ranges_by_hand():
     expected = [[min(1.0, max(0.0, (v - lo) / (hi - lo))) for v in (-1000.0, 0.0, 30.0, 50.0, 200.0, 3000.0)] for lo, hi in ranges]
     torch.testing.assert_close(out, torch.tensor(expected))
     assert expected[0][3] == 50 / 80 and expected[2][2] == 0.25  # e.g. 50 HU in the blood window; 30 HU in the stroke window
+
+
+@pytest.mark.parametrize("overlap, per_axis", [(0.0, (2, 2, 2)), (0.625, (4, 4, 4)), (0.5, (3, 3, 3))])
+def test_retrieval_patch_count_for_an_overlap(overlap, per_axis):
+    """Per axis of length L, patch p, stride s = p (1 - overlap): ceil((L - p) / s) + 1 patches (the last padded).
+    (48, 256, 256) in (24, 128, 128) patches: overlap 0 -> 2 per axis; 0.625 (the reference) -> stride
+    (9, 48, 48), ceil(24 / 9) + 1 = ceil(128 / 48) + 1 = 4; 0.5 -> stride (12, 64, 64), 3."""
+
+    class Ones(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.ones(x.shape[0], 2)
+
+    features = patch_embeddings(Ones(), torch.zeros(1, 48, 256, 256), (24, 128, 128), batch_size=16, overlap=overlap)
+    assert features.shape == (per_axis[0] * per_axis[1] * per_axis[2], 2)
+    with pytest.raises(ValueError, match="overlap"):
+        patch_embeddings(Ones(), torch.zeros(1, 48, 256, 256), (24, 128, 128), overlap=1.0)

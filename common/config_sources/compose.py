@@ -156,7 +156,7 @@ def derive_overlay(base: dict, target: dict, prefix: str = "", literal: bool = F
     """The overlay that turns ``base`` into ``target`` (inverse of :func:`apply`).
 
     Used to write a bundle's own entries once its shared blocks are chosen: nested dicts become
-    ``a#b`` ids, a list of the same length with few changed items becomes ``a#<index>`` ids, a list
+    ``a#b`` ids, a list of components with few changed items becomes ``a#<index>`` ids, a list
     that extends the base's becomes ``+key``, missing entries become ``-key``.
     """
     out: dict = {}
@@ -170,7 +170,8 @@ def derive_overlay(base: dict, target: dict, prefix: str = "", literal: bool = F
             out[kid] = v
         elif isinstance(v, dict) and isinstance(base[k], dict) and set(v) & set(base[k]) and v.get("_target_") == base[k].get("_target_"):
             out.update(derive_overlay(base[k], v, kid + SEP))
-        elif isinstance(v, list) and isinstance(base[k], list) and len(v) == len(base[k]) and 2 * sum(a != b for a, b in zip(v, base[k])) <= len(v):
+        elif (isinstance(v, list) and isinstance(base[k], list) and len(v) == len(base[k]) and any(isinstance(x, (dict, list)) for x in v)
+              and 2 * sum(a != b for a, b in zip(v, base[k])) <= len(v)):
             # a few items differ (e.g. one transform's argument): name them, ``key#3#prob``
             out.update(derive_overlay(dict(enumerate(base[k])), dict(enumerate(v)), kid + SEP))
         elif isinstance(v, list) and isinstance(base[k], list) and len(v) > len(base[k]) and v[: len(base[k])] == base[k] and base[k]:

@@ -84,13 +84,14 @@ def query(
         if preprocessing is None or embedder is None:
             raise RetrievalError("image queries need the preprocessing and the embedder (run them through the ctfm_retrieval bundle)")
         patch_size, reduce = index.settings.get("patch_size", (24, 128, 128)), index.settings.get("reduce", "min")
+        overlap = index.settings.get("patch_overlap", 0.0)  # indexes written before the setting existed used 0
         for path in images:
             if not os.path.isfile(path):
                 raise RetrievalError(f"query image {path} does not exist")
             image = preprocessing({image_key: str(path)})[image_key]
             image = image.as_tensor() if hasattr(image, "as_tensor") else image
             names.append(case_name(path))
-            vectors.append(embed_scan(unwrap(embedder), image, patch_size, reduce).cpu())
+            vectors.append(embed_scan(unwrap(embedder), image, patch_size, reduce, overlap=overlap).cpu())
             exclude.append(None)
     if not vectors:
         raise RetrievalError("no query given: pass query images, cases in the index or embedding files")
