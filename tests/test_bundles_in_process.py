@@ -89,6 +89,8 @@ OPTIONS_UNDER_TEST = {
     "anatomask algorithm1 + reference augmentation": ("anatomask_pretrain", [], {"count_rule": "algorithm1", "augmentation": "reference"}),
     "ctfm per-axis views + symmetric loss": ("ctfm_pretrain", [], {"view_pipeline": "per_axis", "anchors": "both"}),
     "ctfm_classification sinoct preset": ("ctfm_classification", ["sinoct.json"], {"spatial_size": [32, 48, 48], "pixdim": [5.0, 4.0, 4.0]}),
+    "subfore reference schedule (EMA, clipping, drop path)": ("subfore_pretrain", ["reference_schedule.json"], {}),
+    "subfore per-sample loss": ("subfore_pretrain", [], {"loss_reduction": "per_sample"}),
 }
 
 
@@ -102,3 +104,5 @@ def test_reference_options_train_one_iteration(name, tmp_path, phantom_dirs):
     files = [configs / "train.json", configs / "demo.json", *(configs / o for o in overlays)]
     run_in_process(files, {**ONE_STEP, **data, **train_overrides, **overrides})
     assert [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")] == [1]
+    if "reference_schedule.json" in overlays:  # the EMA weights are exported next to the raw ones, with a record
+        assert (tmp_path / "models" / "ema_model.pt").is_file() and (tmp_path / "models" / "ema_model.json").is_file()

@@ -16,7 +16,7 @@ def grid_mask(cells: list[tuple[int, int, int, int]], b: int = 2, g: int = 4, s:
     return grid.repeat_interleave(s, 1).repeat_interleave(s, 2).repeat_interleave(s, 3)[:, None]
 
 
-@pytest.mark.parametrize("reduction", ["subvolume", "voxel"])
+@pytest.mark.parametrize("reduction", ["batch", "per_sample"])
 def test_unmasked_predictions_do_not_change_the_loss(reduction):
     torch.manual_seed(0)
     images, pred = torch.rand(2, 1, 32, 32, 32), torch.rand(2, 1, 32, 32, 32)
@@ -39,17 +39,20 @@ def test_reductions_against_hand_computation():
     pred[1, :, :8, :8, :8] = 2.0
     mask = grid_mask([(0, 0, 0, 0), (0, 1, 0, 0), (1, 0, 0, 0)])
     # per subvolume, per sample, then over samples: mean(mean(1, 3), 2) = 2
-    assert masked_l1(pred, images, mask, 8, "subvolume").item() == pytest.approx(2.0)
+    assert masked_l1(pred, images, mask, 8, "per_sample").item() == pytest.approx(2.0)
     # every masked voxel weighs the same: (1 + 3 + 2) / 3
-    assert masked_l1(pred, images, mask, 8, "voxel").item() == pytest.approx(2.0)
+    assert masked_l1(pred, images, mask, 8, "batch").item() == pytest.approx(2.0)
     pred[1, :, :8, :8, :8] = 5.0
-    assert masked_l1(pred, images, mask, 8, "subvolume").item() == pytest.approx((2.0 + 5.0) / 2)
-    assert masked_l1(pred, images, mask, 8, "voxel").item() == pytest.approx((1 + 3 + 5) / 3)
+    assert masked_l1(pred, images, mask, 8, "per_sample").item() == pytest.approx((2.0 + 5.0) / 2)
+    # the reference (src/pretrain/loss.py): sum over masked blocks of each block's mean L1, / number of blocks
+    assert masked_l1(pred, images, mask, 8, "batch").item() == pytest.approx((1 + 3 + 5) / 3)
+    with pytest.raises(ValueError, match="'voxel' is now called 'batch'"):
+        masked_l1(pred, images, mask, 8, "voxel")
 
 
 def test_nothing_masked_gives_zero_with_a_gradient():
     pred = torch.rand(1, 1, 16, 16, 16, requires_grad=True)
-    loss = masked_l1(pred, torch.rand(1, 1, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16, dtype=torch.bool), 8, "subvolume")
+    loss = masked_l1(pred, torch.rand(1, 1, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16, dtype=torch.bool), 8, "per_sample")
     loss.backward()
     assert loss.item() == 0.0 and pred.grad is not None
 
@@ -66,7 +69,7 @@ def test_batch_preparer_hands_the_mask_to_the_model_and_the_original_to_the_loss
     output = SubForeModel(net)(masked, *args, **kwargs)
     assert isinstance(output, MethodOutput) and output.mask is mask and torch.equal(output.input, masked)
     loss = MaskedReconstructionLoss(subvolume_size=8)(output, target)
-    assert loss.item() == pytest.approx(masked_l1(net(masked), images, mask, 8, "subvolume").item())
+    assert loss.item() == pytest.approx(masked_l1(net(masked), images, mask, 8, "batch").item())  # the default
     assert torch.equal(SubForeModel(net)(masked), net(masked))  # no mask: evaluation / export output
     with pytest.raises(TypeError, match="needs a method's training output"):
         MaskedReconstructionLoss(subvolume_size=8)(net(masked), target)

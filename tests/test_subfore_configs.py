@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import BUNDLES
 from monai.bundle import ConfigParser
@@ -93,3 +94,31 @@ def test_channels_last_option_keeps_the_result():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
     fast.load_state_dict(plain.state_dict())
     assert torch.allclose(plain(x), fast(x), atol=1e-5)
+
+
+def test_reference_schedule_overlay_resolves_to_the_reference_codes_run():
+    """src/pretrain/pretrain.py: 1600 epochs of 399 iterations, AdamW lr 8e-4, weight decay 5e-2, warmup 20
+    epochs, drop path 0.1, gradient checkpointing, clip_grad_norm_(1e5), timm ModelEmaV2 (decay 0.9999),
+    [0, 1] scaling; the loss averaged over every masked block of the batch."""
+    p = parser_for("train.json", "reference_schedule.json")
+    assert p.get_parsed_content("num_steps") == 1600 * 399 and p.get_parsed_content("epoch_length") == 399
+    assert p.get_parsed_content("warmup_steps") == 20 * 399
+    optim = p.get_parsed_content("optimizer")
+    assert optim.defaults["lr"] == 8e-4 and optim.defaults["weight_decay"] == 5e-2
+    sched = p.get_parsed_content("lr_scheduler")
+    lrs = []
+    for step in range(1600 * 399):
+        if step in (0, 20 * 399, 1600 * 399 - 1):
+            lrs.append(optim.param_groups[0]["lr"])
+        if step >= 20 * 399 + 1:
+            break
+        sched.step()
+    assert lrs[0] == 0.0 and abs(lrs[1] - 8e-4) < 1e-12  # linear warmup to the peak at 7980 steps
+    assert p.get_parsed_content("intensity_range") == [0.0, 1.0] and p.get_parsed_content("loss_reduction") == "batch"
+    net = p.get_parsed_content("network_def")
+    assert net.swinViT.layers4[0].blocks[-1].drop_path.drop_prob == pytest.approx(0.1) and p.get_parsed_content("gradient_checkpointing")
+    handlers = p.get_parsed_content("train#handlers")
+    clip = [h for h in handlers if type(h).__name__ == "GradientClipping"]
+    ema = [h for h in handlers if type(h).__name__ == "EMAHandler"]
+    assert len(clip) == 1 and clip[0].max_norm == 1e5 and len(ema) == 1 and ema[0].momentum == pytest.approx(1e-4)
+    assert p.get_parsed_content("masker").threshold == pytest.approx(0.1, abs=2e-3)  # -132 HU on [0, 1]: the reference's 0.1

@@ -14,7 +14,17 @@ from torch import nn
 
 from common.engines.method_output import MethodOutput, require
 
-Reduction = Literal["subvolume", "voxel"]
+Reduction = Literal["batch", "per_sample"]
+REDUCTIONS = ("batch", "per_sample")
+_RENAMED = {"voxel": "batch", "subvolume": "per_sample"}  # names before 0.2.0
+
+
+def check_reduction(reduction: str) -> None:
+    """``ValueError`` naming the choices (and the new name of a pre-0.2.0 one)."""
+    if reduction in _RENAMED:
+        raise ValueError(f"loss_reduction {reduction!r} is now called {_RENAMED[reduction]!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def masked_l1(
@@ -26,10 +36,14 @@ def masked_l1(
         pred, images: ``(B, C, D, H, W)``.
         voxel_mask: ``(B, 1, D, H, W)`` bool, constant on each ``s^3`` subvolume.
         subvolume_size: ``s``.
-        reduction: ``"subvolume"`` (reference behaviour): mean L1 of each masked subvolume, averaged
-            over the masked subvolumes of each sample, then over the samples that have any;
-            ``"voxel"``: one mean over every masked voxel of the batch (samples with more masked
-            subvolumes weigh more). They coincide when every sample masks the same number.
+        reduction: ``"batch"`` (the reference, ``src/pretrain/loss.py``: the L1 mean of each masked
+            subvolume, summed over every masked subvolume of the batch and divided by their number;
+            all subvolumes have ``s^3`` voxels, so it is the mean over every masked voxel of the
+            batch, and samples with more masked subvolumes weigh more); ``"per_sample"``: mean L1 of
+            each masked subvolume, averaged over the masked subvolumes of each sample, then over the
+            samples that have any (every sample weighs the same). They coincide when every sample
+            masks the same number.
+
     Returns:
         scalar loss; ``0`` (still attached to the graph) when nothing is masked.
     """
@@ -37,11 +51,10 @@ def masked_l1(
         raise ValueError(f"prediction shape {tuple(pred.shape)} does not match target shape {tuple(images.shape)}")
     err = (pred.float() - images.float()).abs().mean(dim=1)  # (B, D, H, W), channel-averaged
     mask = voxel_mask[:, 0]
-    if reduction == "voxel":
+    check_reduction(reduction)
+    if reduction == "batch":
         n = mask.sum()
         return (err * mask).sum() / n.clamp(min=1)
-    if reduction != "subvolume":
-        raise ValueError(f"reduction must be 'subvolume' or 'voxel', got {reduction!r}")
     s = subvolume_size
     b, d, h, w = err.shape
     per_sub = err.reshape(b, d // s, s, h // s, s, w // s, s).mean(dim=(2, 4, 6)).reshape(b, -1)  # (B, G)
@@ -55,10 +68,9 @@ def masked_l1(
 class MaskedReconstructionLoss(nn.Module):
     """``loss(output, images)`` for MONAI trainers; see :func:`masked_l1` for the reductions."""
 
-    def __init__(self, subvolume_size: int = 16, reduction: Reduction = "subvolume") -> None:
+    def __init__(self, subvolume_size: int = 16, reduction: Reduction = "batch") -> None:
         super().__init__()
-        if reduction not in ("subvolume", "voxel"):
-            raise ValueError(f"reduction must be 'subvolume' or 'voxel', got {reduction!r}")
+        check_reduction(reduction)
         self.subvolume_size = int(subvolume_size)
         self.reduction: Reduction = reduction
 
