@@ -87,6 +87,7 @@ def test_every_bundle_is_under_test():
 #: bundle -> (extra overlay files after demo.json, overrides)
 OPTIONS_UNDER_TEST = {
     "anatomask algorithm1 + reference augmentation": ("anatomask_pretrain", [], {"count_rule": "algorithm1", "augmentation": "reference"}),
+    "anatomask reference schedule": ("anatomask_pretrain", ["reference_schedule.json"], {}),
     "ctfm per-axis views + symmetric loss": ("ctfm_pretrain", [], {"view_pipeline": "per_axis", "anchors": "both"}),
     "ctfm_classification sinoct preset": ("ctfm_classification", ["sinoct.json"], {"spatial_size": [32, 48, 48], "pixdim": [5.0, 4.0, 4.0]}),
     "subfore reference schedule (EMA, clipping, drop path)": ("subfore_pretrain", ["reference_schedule.json"], {}),

@@ -3,8 +3,8 @@
 A table follows a marker line <!-- fidelity-table configs: train.json --> in docs/README.md; its
 columns are: setting | paper or seed | reference code (file) | this bundle's default | the other
 choice. In the last two columns each claim is written as a backticked key, "=", and a backticked
-JSON value, optionally after a backticked overlay file and a colon (e.g. reference_schedule.json:
-num_steps = 638400), or as a backticked key followed by "absent". Resolved with MONAI's
+JSON value, or after a backticked overlay file and a colon every claim to the end of the cell (e.g.
+reference_schedule.json: num_steps = 638400; epoch_length = 399), or as a backticked key followed by "absent". Resolved with MONAI's
 ConfigParser from the marker's configs (plus the overlay), the key must hold that value (or not be
 set). A claim without an overlay in the last column is a command-line choice: the key must exist.
 Every row states its default.
@@ -50,16 +50,13 @@ def tables(readme: Path) -> list[tuple[list[str], list[list[str]]]]:
 
 
 def claims(cell: str) -> list[tuple[str | None, str, object]]:
-    """``[(overlay or None, key, value)]`` in one cell; an overlay prefix holds for the rest of its ``;`` part."""
-    found = []
-    for part in cell.split(";"):
-        overlay = None
-        pos = 0
-        for m in re.finditer(rf"{OVERLAY.pattern}|{CLAIM.pattern}", part):
-            if m.group(1):
-                overlay = m.group(1)
-            else:
-                found.append((overlay, m.group(2), json.loads(m.group(3)) if m.group(3) is not None else ABSENT))
+    """``[(overlay or None, key, value)]`` in one cell; an overlay prefix holds for the rest of the cell."""
+    found, overlay = [], None
+    for m in re.finditer(rf"{OVERLAY.pattern}|{CLAIM.pattern}", cell):
+        if m.group(1):
+            overlay = m.group(1)
+        else:
+            found.append((overlay, m.group(2), json.loads(m.group(3)) if m.group(3) is not None else ABSENT))
     return found
 
 
@@ -109,6 +106,6 @@ def test_fidelity_table_is_true_of_the_configs(bundle):
 
 
 def test_the_parser_reads_claims_and_overlays():
-    cell = "`a` = `1`; `x.json`: `b` = `[1, 2]`, `c` = `\"s\"`; `d` = `true`; `e` absent"
-    assert claims(cell) == [(None, "a", 1), ("x.json", "b", [1, 2]), ("x.json", "c", "s"), (None, "d", True), (None, "e", ABSENT)]
+    cell = "`a` = `1`; `e` absent; `x.json`: `b` = `[1, 2]`, `c` = `\"s\"`; `d` = `true`"
+    assert claims(cell) == [(None, "a", 1), (None, "e", ABSENT), ("x.json", "b", [1, 2]), ("x.json", "c", "s"), ("x.json", "d", True)]
     assert same([1.0, 2], (1, 2.0)) and not same(True, 1) and not same(0.1, 0.2)
