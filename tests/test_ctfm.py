@@ -262,15 +262,19 @@ def test_isotropic_resized_crop_keeps_the_aspect_ratio_and_the_size():
         RandIsotropicResizedCrop(size=(8, 8, 8), scale=(0.0, 1.0))
 
 
-def test_sinoct_preset_windows_match_the_reference_ranges_by_hand():
+def test_windows_match_the_reference_ranges_by_hand_and_sinoct_sets_its_geometry():
     """evaluation/sinoct.yaml: ScaleIntensityRange a_min/a_max blood [0, 80], subdural [-125, 175],
-    stroke [28, 36], bone [-900, 2100] HU to [0, 1], clipped; 5 x 2 x 2 mm; 48 x 128 x 128."""
+    stroke [28, 36], bone [-900, 2100] HU to [0, 1], clipped (the default windows); sinoct.json: 5 x 2 x 2 mm,
+    48 x 128 x 128 centre crop."""
     from monai.bundle import ConfigParser
 
     configs = Path(__file__).resolve().parent.parent / "bundles" / "ctfm_classification" / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json"), str(configs / "sinoct.json")])
     assert parser.get_parsed_content("pixdim") == [5.0, 2.0, 2.0] and parser.get_parsed_content("spatial_size") == [48, 128, 128]
+    default = ConfigParser()
+    default.read_config(str(configs / "train.json"))
+    assert default.get_parsed_content("windows") == parser.get_parsed_content("windows")  # the windows are the default
     hu = torch.tensor([-1000.0, 0.0, 30.0, 50.0, 200.0, 3000.0]).view(1, 6, 1, 1)
     out = CTWindowsd("image", parser.get_parsed_content("windows"))({"image": hu})["image"][:, :, 0, 0]
     ranges = [(0, 80), (-125, 175), (28, 36), (-900, 2100)]

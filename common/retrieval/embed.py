@@ -5,7 +5,8 @@ by ``overlap`` (the reference's retrieval scripts, ``scripts/3d_mir_generate_emb
 stride of 0.375 patch, about 19 times the patches of ``overlap=0``; the last row is zero-padded, which
 is air after CT-FM's intensity scaling) by MONAI's ``SlidingWindowSplitter``. The embedder (:class:`common.methods.ctfm.PooledEncoder`) gives each patch a
 feature vector (512-d for CT-FM), and the patch vectors are combined per scan by the element-wise
-minimum (the reference) or mean.
+minimum (``reduce="min"``, this collection's default: the reference scripts save every patch's
+features and leave the reduction to the analysis) or mean.
 """
 
 from __future__ import annotations

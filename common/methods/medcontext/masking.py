@@ -28,7 +28,7 @@ def tube_mask(
         grid: ``(D, H, W)`` patch grid (``(6, 6, 6)`` for a 96^3 ROI in 16^3 patches).
         ratio: fraction of the ``H * W`` in-plane positions to mask, in ``[0, 1]``.
         batch_size: number of samples.
-        per_sample: one mask per sample; otherwise one mask shared by the batch (the reference).
+        per_sample: one mask per sample; otherwise one mask shared by the batch (as the reference, which draws one per batch).
         generator: random generator (on ``device``) for reproducible masks.
         device: where the mask is built.
 

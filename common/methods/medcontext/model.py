@@ -54,7 +54,7 @@ class MedContextModel(nn.Module):
         mask_ratio: fraction of in-plane grid positions masked (tube mask).
         patch_size: edge of the mask grid's cubes in voxels (16: UNETR's patches; 6^3 for a 96^3 ROI).
         mask_space: ``"token"``, ``"input"`` or ``"auto"`` (token when a patch embedding is found).
-        per_sample_mask: one mask per sample instead of one per batch (the reference).
+        per_sample_mask: one mask per sample instead of one per batch (the reference draws one per batch).
         batched_student: both student passes in one forward (see the module docstring).
     """
 
