@@ -92,9 +92,13 @@ OPTIONS_UNDER_TEST = {
     "ctfm_classification sinoct preset": ("ctfm_classification", ["sinoct.json"], {"spatial_size": [32, 48, 48], "pixdim": [5.0, 4.0, 4.0]}),
     "subfore reference schedule (EMA, clipping, drop path)": ("subfore_pretrain", ["reference_schedule.json"], {}),
     "subfore per-sample loss": ("subfore_pretrain", [], {"loss_reduction": "per_sample"}),
+    "ctfm reference schedule": ("ctfm_pretrain", ["reference_schedule.json"], {}),
+    "btcv for reference-made SubFore weights": ("btcv_finetune", ["subfore_reference.json"], {}),
+    "medcontext reference EMA indexing": ("medcontext_unetr", [], {"ema_mode": "epoch_end_batch_index"}),
 }
 
 
+@pytest.mark.slow  # about 10 s each: the fast tier keeps one run per bundle
 @pytest.mark.parametrize("name", OPTIONS_UNDER_TEST)
 def test_reference_options_train_one_iteration(name, tmp_path, phantom_dirs):
     bundle, overlays, overrides = OPTIONS_UNDER_TEST[name]
@@ -105,5 +109,5 @@ def test_reference_options_train_one_iteration(name, tmp_path, phantom_dirs):
     files = [configs / "train.json", configs / "demo.json", *(configs / o for o in overlays)]
     run_in_process(files, {**ONE_STEP, **data, **train_overrides, **overrides})
     assert [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")] == [1]
-    if "reference_schedule.json" in overlays:  # the EMA weights are exported next to the raw ones, with a record
+    if bundle == "subfore_pretrain" and "reference_schedule.json" in overlays:  # EMA weights exported next to the raw ones
         assert (tmp_path / "models" / "ema_model.pt").is_file() and (tmp_path / "models" / "ema_model.json").is_file()
