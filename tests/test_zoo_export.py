@@ -23,7 +23,12 @@ TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#win
 
 
 def test_used_modules_follow_imports_from_the_configs():
-    files = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"'])}
+    # a package import alone brings its __init__ (names are imported on first use, common.lazy) ...
+    package_only = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"'])}
+    assert "common/__init__.py" in package_only and "common/transforms/__init__.py" in package_only and "common/lazy.py" in package_only
+    assert "common/transforms/save.py" not in package_only
+    # ... a name brings its defining module and what that imports
+    files = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"', '"_target_": "common.transforms.SaveLabelMapd"'])}
     assert "common/__init__.py" in files and "common/transforms/save.py" in files
     assert "common/io.py" in files  # imported by common.transforms.save
     assert not any(f.startswith(("common/experiments", "common/zoo", "common/masking")) for f in files)
