@@ -93,7 +93,7 @@ OPTIONS_UNDER_TEST = {
     "subfore reference schedule (EMA, clipping, drop path)": ("subfore_pretrain", ["reference_schedule.json"], {}),
     "subfore per-sample loss": ("subfore_pretrain", [], {"loss_reduction": "per_sample"}),
     "ctfm reference schedule": ("ctfm_pretrain", ["reference_schedule.json"], {}),
-    "btcv for reference-made SubFore weights": ("btcv_finetune", ["subfore_reference.json"], {}),
+    "btcv for reference-made SubFore weights": ("btcv_finetune", ["subfore_reference.json"], {"pixdim": [3.0, 3.0, 4.0]}),
     "medcontext reference EMA indexing": ("medcontext_unetr", [], {"ema_mode": "epoch_end_batch_index"}),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def pretrained(tmp_path_factory, phantom_root) -> Path:
     out = assert_ok(run_bundle(configs("ctfm_pretrain", "train.json"), overrides))
     seen = train_losses(out)
     assert len(seen) == 24, out[-3000:]
-    assert sum(seen[-6:]) / 6 < 0.7 * sum(seen[:6]) / 6, seen  # NT-Xent goes down
+    chance = math.log(2 * 4 - 1)  # NT-Xent of views no better than the other 2K - 2 views of the scan
+    # it starts near chance and ends well below it (view-0 anchors give 8 terms a step, so single steps are noisy)
+    assert seen[0] > 0.8 * chance and sum(seen[-6:]) / 6 < 0.75 * chance, seen
     info = json.loads((root / "models" / "encoder.json").read_text())
     assert info["network"]["class"] == "ContrastiveModel" and info["training"]["num_encoder_tensors"] > 0
     return root / "models" / "encoder.pt"
