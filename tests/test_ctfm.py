@@ -301,3 +301,26 @@ def test_retrieval_patch_count_for_an_overlap(overlap, per_axis):
     assert features.shape == (per_axis[0] * per_axis[1] * per_axis[2], 2)
     with pytest.raises(ValueError, match="overlap"):
         patch_embeddings(Ones(), torch.zeros(1, 48, 256, 256), (24, 128, 128), overlap=1.0)
+
+
+def test_freeze_encoder_trains_the_head_only():
+    """The reference's SinoCT run freezes the trunk (LighterFreezer): one optimiser step moves the head only."""
+    from monai.bundle import ConfigParser
+
+    from common.networks import freeze
+
+    configs = Path(__file__).resolve().parent.parent / "bundles" / "ctfm_classification" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "sinoct.json")])
+    parser.update({"init_filters": 8, "device": "$torch.device('cpu')"})
+    network, optimizer = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
+    before = {n: p.detach().clone() for n, p in network.named_parameters()}
+    torch.manual_seed(0)
+    loss = network(torch.rand(2, 4, 16, 32, 32)).sum()
+    loss.backward()
+    optimizer.step()
+    moved = {n for n, p in network.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.startswith("head.") for n in moved)
+    assert all(not p.requires_grad for n, p in network.named_parameters() if n.startswith("encoder."))
+    with pytest.raises(ValueError, match="no parameter"):
+        freeze(torch.nn.Linear(2, 2), ["encoder."])

@@ -9,6 +9,7 @@ EXPORTS = {
     "ENCODER_PREFIXES": "common.networks.weights",
     "encoder_prefixes": "common.networks.weights",
     "encoder_state_dict": "common.networks.weights",
+    "freeze": "common.networks.weights",
     "frozen_copy": "common.networks.ema",
     "input_channels": "common.networks.weights",
     "load_pretrained": "common.networks.pretrained",

@@ -53,3 +53,28 @@ def input_channels(network: nn.Module) -> int:
         if isinstance(m, nn.modules.conv._ConvNd):
             return int(m.in_channels)
     raise ValueError(f"cannot tell the input channels of {type(network).__name__} (no convolution)")
+
+
+def freeze(network: nn.Module, prefixes: list[str] | tuple[str, ...] = ()) -> nn.Module:
+    """``network`` with the parameters whose names start with one of ``prefixes`` frozen
+    (``requires_grad=False``); returns it, so a config can wrap the network expression.
+
+    Call it before ``DistributedDataParallel`` wraps the network (DDP registers only the parameters
+    that require gradients when it is built), and give the optimiser only the trainable ones. Batch
+    normalisation statistics still update in training mode, as with the reference's
+    ``LighterFreezer``.
+
+    Raises:
+        ValueError: when a prefix matches no parameter (a misspelt prefix would train everything).
+    """
+    prefixes = tuple(prefixes)
+    if not prefixes:
+        return network
+    names = [n for n, _ in unwrap(network).named_parameters()]
+    missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if missing:
+        raise ValueError(f"freeze: no parameter of {type(unwrap(network)).__name__} starts with {missing}")
+    for name, parameter in unwrap(network).named_parameters():
+        if name.startswith(prefixes):
+            parameter.requires_grad_(False)
+    return network
