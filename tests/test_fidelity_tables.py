@@ -12,6 +12,7 @@ Every row states its default.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -72,10 +73,16 @@ def same(a: object, b: object) -> bool:
     return a == b
 
 
-def resolve(configs: Path, files: list[str], key: str) -> object:
-    """The parsed value of ``key`` from ``files`` (in order), or :data:`ABSENT`."""
+@functools.lru_cache(maxsize=None)
+def _parser(configs: Path, files: tuple[str, ...]) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(configs / f) for f in files])
+    return parser
+
+
+def resolve(configs: Path, files: list[str], key: str) -> object:
+    """The parsed value of ``key`` from ``files`` (in order), or :data:`ABSENT`."""
+    parser = _parser(configs, tuple(files))
     if key not in parser:
         return ABSENT
     return parser.get_parsed_content(key, instantiate=False)

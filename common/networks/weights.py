@@ -70,11 +70,11 @@ def freeze(network: nn.Module, prefixes: list[str] | tuple[str, ...] = ()) -> nn
     prefixes = tuple(prefixes)
     if not prefixes:
         return network
-    names = [n for n, _ in unwrap(network).named_parameters()]
-    missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    named = dict(unwrap(network).named_parameters())
+    missing = [p for p in prefixes if not any(n.startswith(p) for n in named)]
     if missing:
         raise ValueError(f"freeze: no parameter of {type(unwrap(network)).__name__} starts with {missing}")
-    for name, parameter in unwrap(network).named_parameters():
+    for name, parameter in named.items():
         if name.startswith(prefixes):
             parameter.requires_grad_(False)
     return network

@@ -34,13 +34,13 @@ import sys
 from pathlib import Path
 
 import common
+from common.config_sources import GENERATED_KEY  # the marker of written configs (the exporter is not vendored)
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(common.__file__).resolve().parent
 _CONFIG_MODULE_RE = re.compile(r"\bcommon(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 MAX_FILE_MB = 25.0
-GENERATED_KEY = "_generated_"  # common.config_sources' marker (not imported: the exporter ships without it)
 
 
 def _module_file(name: str) -> Path | None:

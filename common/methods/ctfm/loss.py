@@ -40,12 +40,12 @@ def nt_xent(
         view1, view2 = view1.reshape(1, -1, view1.shape[-1]), view2.reshape(1, -1, view2.shape[-1])
     groups, k, _ = view1.shape
     z = F.normalize(torch.cat([view1, view2], dim=1).float(), dim=-1)  # (G, 2K, D): views 1 then views 2
-    logits = z @ z.transpose(1, 2) / temperature  # (G, 2K, 2K)
-    eye = torch.eye(2 * k, dtype=torch.bool, device=z.device)
+    rows = k if anchors == "view0" else 2 * k  # the anchors: view-0 anchors are the first k rows
+    logits = z[:, :rows] @ z.transpose(1, 2) / temperature  # (G, rows, 2K): only the anchors' rows are computed
+    eye = torch.eye(rows, 2 * k, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(eye, float("-inf"))  # j != i
-    positive = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)]).to(z.device)  # the other view of the same crop
-    rows = k if anchors == "view0" else 2 * k  # view-0 anchors are the first k rows
-    return F.cross_entropy(logits[:, :rows].reshape(groups * rows, 2 * k), positive[:rows].repeat(groups))
+    positive = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)])[:rows].to(z.device)  # the other view of the same crop
+    return F.cross_entropy(logits.reshape(groups * rows, 2 * k), positive.repeat(groups))
 
 
 class NTXentLoss(nn.Module):
