@@ -250,3 +250,40 @@ def test_step_targets_are_the_normalised_patches_and_give_the_same_loss():
     torch.testing.assert_close(out.targets, normalized_patches(x, 16))
     from_images = masked_patch_loss(out.reconstruction, x, out.patch_mask, 16)
     torch.testing.assert_close(AnatoMaskLoss()(out, x), from_images)
+
+
+def test_reference_epoch_schedule_by_hand():
+    """The reference's ``keep_ratio = (epoch + 1) / (epochs - 1) * 0.5``: 1000 steps of 100 = 10 epochs."""
+    r = [significance_ratio(s, 1000, 0.0, 0.5, schedule="epoch", epoch_length=100) for s in (0, 99, 100, 550, 999, 1000)]
+    assert r == pytest.approx([0.5 / 9, 0.5 / 9, 1.0 / 9, 3.0 / 9, 5.0 / 9, 5.0 / 9])  # constant in an epoch; above r_T at the end
+    # hard-to-easy with the same per-epoch clock
+    assert significance_ratio(0, 1000, 0.5, 0.0, schedule="epoch", epoch_length=100) == pytest.approx(0.5 - 0.5 / 9)
+    # at the end the reference's 0.5556 of 235 masked patches is capped at the masked count; at 0.5 it picks int(117.5) = 117
+    with pytest.raises(ValueError, match="epoch_length"):
+        significance_ratio(0, 1000, schedule="epoch", epoch_length=None)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        significance_ratio(0, 100, schedule="epoch", epoch_length=100)
+    with pytest.raises(ValueError, match="r_schedule"):
+        significance_ratio(0, 100, schedule="epochs")
+
+
+def test_model_reads_the_epoch_schedule():
+    from monai.networks.nets import DynUNet
+
+    net = DynUNet(3, 1, 1, [3, 3, 3], [1, 2, 2], [2, 2], filters=[4, 8, 16], norm_name="instance", res_block=True)
+    model = AnatoMaskModel(net, total_steps=40, r_schedule="epoch", epoch_length=10)
+    model.steps_done.fill_(25)  # epoch 2 of 4: (2 + 1) / 3 * 0.5
+    assert model.r_t() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        AnatoMaskModel(net, total_steps=10, r_schedule="epoch", epoch_length=10)
+
+
+def test_reference_weight_decay_groups_are_inert_in_adamw():
+    """The reference puts mask tokens in a group with ``weight_decay_scale`` 0, a key only its unused
+    ``lr_wd_annealing`` reads: ``torch.optim.AdamW`` ignores it, so the tokens decay like every weight
+    (as here, where every student parameter has the same weight decay)."""
+    token = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([{"params": [token], "weight_decay_scale": 0.0, "lr_scale": 1.0}], lr=0.5, weight_decay=0.1)
+    token.grad = torch.zeros(3)
+    opt.step()
+    assert torch.allclose(token.detach(), torch.full((3,), 1.0 - 0.5 * 0.1))  # decoupled decay applied despite the scale 0

@@ -87,7 +87,11 @@ def test_every_bundle_is_under_test():
 #: bundle -> (extra overlay files after demo.json, overrides)
 OPTIONS_UNDER_TEST = {
     "anatomask algorithm1 + reference augmentation": ("anatomask_pretrain", [], {"count_rule": "algorithm1", "augmentation": "reference"}),
-    "anatomask reference schedule": ("anatomask_pretrain", ["reference_schedule.json"], {}),
+    # the reference's per-epoch r_t needs two epochs
+    "anatomask reference schedule": ("anatomask_pretrain", ["reference_schedule.json"], {"num_steps": 2}),
+    "anatomask dataset CT normalisation (nnU-Net)": ("anatomask_pretrain", [], {
+        "intensity_normalization": "dataset_ct",
+        "ct_normalization": {"percentile_00_5": -1000.0, "percentile_99_5": 1500.0, "mean": 50.0, "std": 300.0}}),
     "ctfm per-axis views + symmetric loss": ("ctfm_pretrain", [], {"view_pipeline": "per_axis", "anchors": "both"}),
     "ctfm_classification sinoct preset": ("ctfm_classification", ["sinoct.json"], {"spatial_size": [32, 48, 48], "pixdim": [5.0, 4.0, 4.0]}),
     "subfore reference schedule (EMA, clipping, drop path)": ("subfore_pretrain", ["reference_schedule.json"], {}),
@@ -108,6 +112,6 @@ def test_reference_options_train_one_iteration(name, tmp_path, phantom_dirs):
             **({"num_phantoms": 6, "num_phantom_validation": 2} if kind == "ct_triage" else CT)}
     files = [configs / "train.json", configs / "demo.json", *(configs / o for o in overlays)]
     run_in_process(files, {**ONE_STEP, **data, **train_overrides, **overrides})
-    assert [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")] == [1]
+    assert [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")][-1] == overrides.get("num_steps", 1)
     if bundle == "subfore_pretrain" and "reference_schedule.json" in overlays:  # EMA weights exported next to the raw ones
         assert (tmp_path / "models" / "ema_model.pt").is_file() and (tmp_path / "models" / "ema_model.json").is_file()

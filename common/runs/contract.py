@@ -51,6 +51,8 @@ def _describe_intensity(value: Any) -> str:
     mode = value.get("mode")
     if mode == "window":
         return f"HU window {list(value.get('window', []))} -> {list(value.get('range', []))}"
+    if mode == "zscore" and value.get("scope") == "dataset":
+        return f"dataset z-score (clip {list(value.get('clip', []))}, mean {value.get('mean')}, std {value.get('std')})"
     if mode == "zscore":
         return f"z-score ({value.get('scope', 'volume')})"
     if mode == "windows":

@@ -17,6 +17,8 @@ EXPORTS = {
     "CTWindowsd": "common.transforms.windows",
     "ImageReadError": "common.transforms.io",
     "LoadImageCheckedd": "common.transforms.io",
+    "nnunet_ct_normalized": "common.transforms.nnunet_ct",
+    "nnunet_ct_settings": "common.transforms.nnunet_ct",
     "output_path": "common.transforms.save",
     "pending_cases": "common.transforms.save",
     "SaveLabelMapd": "common.transforms.save",

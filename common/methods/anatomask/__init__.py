@@ -20,6 +20,7 @@ EXPORTS = {
     "patchify": "common.methods.anatomask.patches",
     "per_patch_mse": "common.methods.anatomask.patches",
     "random_patch_mask": "common.methods.anatomask.masking",
+    "R_SCHEDULES": "common.methods.anatomask.masking",
     "significance_ratio": "common.methods.anatomask.masking",
     "SparKDynUNet": "common.methods.anatomask.sparse_unet",
 }

@@ -65,12 +65,34 @@ def top_count(r_t: float, n: int, masked: int, count_rule: str = "masked_fractio
     return min(masked, max(0, math.floor(round(r_t * masked, 9))))
 
 
-def significance_ratio(step: int, total_steps: int, r_start: float = 0.0, r_end: float = 0.5) -> float:
-    """Masking dynamics ``r_t = r_0 + (t / T)(r_T - r_0)``, ``t`` clamped to ``[0, T]``."""
+#: how ``t`` advances in the masking dynamics: every step (default), or per epoch as the reference code
+R_SCHEDULES = ("step", "epoch")
+
+
+def significance_ratio(
+    step: int, total_steps: int, r_start: float = 0.0, r_end: float = 0.5, schedule: str = "step", epoch_length: int | None = None,
+) -> float:
+    """Masking dynamics ``r_t = r_0 + f (r_T - r_0)``.
+
+    ``schedule="step"``: ``f = t / T`` with ``t`` the step, clamped to ``[0, T]`` (the paper's formula).
+    ``schedule="epoch"``: the reference code's ``f = (e + 1) / (E - 1)`` with ``e`` the 0-based epoch
+    (``step // epoch_length``) and ``E = ceil(T / epoch_length)`` epochs: constant within an epoch,
+    ``1 / (E - 1)`` in the first and ``E / (E - 1)`` (slightly above ``r_T``) in the last.
+    """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
-    t = min(max(step, 0), total_steps)
-    return r_start + (t / total_steps) * (r_end - r_start)
+    if schedule == "step":
+        t = min(max(step, 0), total_steps)
+        return r_start + (t / total_steps) * (r_end - r_start)
+    if schedule != "epoch":
+        raise ValueError(f"r_schedule must be one of {R_SCHEDULES}, got {schedule!r}")
+    if not epoch_length or epoch_length <= 0:
+        raise ValueError(f"r_schedule 'epoch' needs a positive epoch_length, got {epoch_length!r}")
+    epochs = -(-total_steps // epoch_length)
+    if epochs < 2:
+        raise ValueError(f"r_schedule 'epoch' needs at least 2 epochs (num_steps {total_steps}, epoch_length {epoch_length})")
+    epoch = min(max(step, 0), total_steps - 1) // epoch_length
+    return r_start + ((epoch + 1) / (epochs - 1)) * (r_end - r_start)
 
 
 def random_patch_mask(

@@ -54,6 +54,8 @@ class AnatoMaskModel(nn.Module):
         count_rule: ``"masked_fraction"`` (``r_t`` of the masked patches: paper text, reference code) or
             ``"algorithm1"`` (``r_t`` of all patches, the paper's Algorithm 1);
             see :mod:`common.methods.anatomask.masking`.
+        r_schedule, epoch_length: ``"step"`` (``t / T`` per step) or ``"epoch"`` (the reference's
+            ``(e + 1) / (E - 1)`` per epoch of ``epoch_length`` steps); see :func:`significance_ratio`.
     """
 
     def __init__(
@@ -68,6 +70,8 @@ class AnatoMaskModel(nn.Module):
         teacher_normalized_targets: bool = True,
         patch_size: int = 16,
         count_rule: str = "masked_fraction",
+        r_schedule: str = "step",
+        epoch_length: int | None = None,
     ) -> None:
         super().__init__()
         if teacher not in ("ema", "random"):
@@ -78,6 +82,8 @@ class AnatoMaskModel(nn.Module):
         if not (0.0 <= min(r_start, r_end) and max(r_start, r_end) <= bound):
             raise ValueError(f"r_start ({r_start}) and r_end ({r_end}) must lie in [0, {bound:g}] with count_rule {count_rule!r}")
         self.count_rule = count_rule
+        self.r_schedule, self.epoch_length = r_schedule, epoch_length
+        significance_ratio(0, total_steps, r_start, r_end, r_schedule, epoch_length)  # refuse a bad schedule before training
         self.student = SparKDynUNet(network, patch_size)
         self.teacher = frozen_copy(self.student)
         self.total_steps = total_steps
@@ -94,7 +100,7 @@ class AnatoMaskModel(nn.Module):
         return self.student.network
 
     def r_t(self) -> float:
-        return significance_ratio(int(self.steps_done), self.total_steps, self.r_start, self.r_end)
+        return significance_ratio(int(self.steps_done), self.total_steps, self.r_start, self.r_end, self.r_schedule, self.epoch_length)
 
     def make_mask(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Algorithm 1 for ``images`` ``(B, C, D, H, W)``: ``((B, n) bool final mask, r_t)``.
