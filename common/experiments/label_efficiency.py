@@ -38,6 +38,22 @@ def _run_dir(output_dir: Path, init: str, fraction: float, seed: int) -> Path:
     return output_dir / init / f"fraction_{fraction:g}" / f"seed_{seed}"
 
 
+def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path) -> None:
+    """``python -m monai.bundle run`` of ``files`` with ``--key value`` ``args`` in a subprocess, logging
+    to ``log_file``; raise with the log's tail unless it exits 0 and writes ``expect``."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(f) for f in files])]
+    for k, v in args.items():
+        cmd += [f"--{k}", format_override(v)]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logger.info(f"Running {files[0]} into {args.get('run_dir')} (log: {log_file})")
+    with open(log_file, "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0 or not expect.is_file():
+        tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
+        raise RuntimeError(f"run {args.get('run_dir')} failed (exit code {code}, {expect.name} {'written' if expect.is_file() else 'missing'}); "
+                           f"see {log_file}:\n{tail}")
+
+
 def run_one(
     bundle_dir: Path, configs: Sequence[str], run_dir: Path, fraction: float, seed: int, pretrained: str, overrides: Mapping, log_file: Path
 ) -> dict:
@@ -56,16 +72,7 @@ def run_one(
         "pretrained": pretrained,
         **overrides,
     }
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files)]
-    for k, v in args.items():
-        cmd += [f"--{k}", format_override(v)]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger.info(f"Training {run_dir} (log: {log_file})")
-    with open(log_file, "a") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if code != 0 or not result.is_file():
-        tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
-        raise RuntimeError(f"run {run_dir} failed (exit code {code}); see {log_file}:\n{tail}")
+    run_bundle(files, args, log_file, result)
     return json.loads(result.read_text())
 
 

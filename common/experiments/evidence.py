@@ -1,0 +1,312 @@
+"""One command that compares the methods' pretraining under one protocol and writes a results card.
+
+For each pretraining in the protocol it runs the bundle (``python -m monai.bundle run``) on the
+protocol's unlabelled cases; then for each comparison (a downstream bundle and its encoders: scratch
+and the pretrained weights that transfer to its network, or two training variants) it runs
+
+- frozen probes (:mod:`common.experiments.probes`) per encoder and seed, plus the raw-intensity
+  floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy;
+- fine-tuning at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
+  the bundle's own ``train.json``), the same ``train_fraction``/``fraction_seed`` split for every
+  encoder;
+
+and writes ``<output_dir>/card/``: ``runs.csv`` (every run), ``summary.csv`` and ``README.md``
+(means with 95% t intervals over seeds, bootstrap intervals over held-out cases for the probes, and
+each encoder's paired difference to the comparison's baseline per fraction), ``finetune.png`` and
+``probes.png``, and ``protocol.json`` with each encoder's provenance. Everything finished is reused,
+so an interrupted card resumes. Example::
+
+    python -m common.experiments.evidence --protocol common/experiments/protocols/small.json \\
+        --output_dir runs/evidence_small
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.experiments import label_efficiency, probes, stats
+from common.experiments.downstream import bundle_parser, labelled_cases, network_with_weights
+from common.io import atomic_write, atomic_write_text
+from common.paths import locate_bundle
+
+logger = logging.getLogger(__name__)
+
+RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "source"]
+PRETRAINED_PREFIX = "pretraining:"
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+class SpecChangedError(RuntimeError):
+    """A finished run's folder was made with other settings than the protocol now asks for."""
+
+
+def same_spec(folder: Path, spec: Mapping[str, Any]) -> None:
+    """Record ``spec`` in ``folder/evidence_spec.json`` or check it against the recorded one, so a
+    changed protocol never reuses runs made under the old one."""
+    path = folder / "evidence_spec.json"
+    text = json.dumps(spec, sort_keys=True, default=str)
+    if path.is_file():
+        if path.read_text() != text:
+            raise SpecChangedError(f"{folder} was run with other settings ({path}: {path.read_text()[:300]}; now: {text[:300]}); "
+                                   "delete that folder or choose another --output_dir")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
+    """The unlabelled pretraining cases: phantoms of another seed than the downstream ones (so no
+    held-out case is seen in pretraining) plus the protocol's real scans that exist here."""
+    from common.data.phantoms import ensure_phantom_dataset
+
+    spec = protocol.get("pretraining_data", {})
+    folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec.get("num_phantoms", 12)), num_validation=0,
+                                    seed=int(spec.get("phantom_seed", 1)))
+    items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
+    real = [p for p in spec.get("real_images", []) if Path(p).is_file()]
+    missing = [p for p in spec.get("real_images", []) if not Path(p).is_file()]
+    if missing:
+        logger.warning(f"pretraining_data: {len(missing)} real scan(s) absent here, pretraining on phantoms without them: {missing}")
+    path = out / "pretraining_datalist.json"
+    atomic_write_text(path, json.dumps({"training": items + [{"image": str(Path(p).resolve())} for p in real]}, indent=1))
+    return path
+
+
+def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Path) -> Path:
+    """Run one pretraining bundle (reused when its weights exist); return the weights file."""
+    run_dir = out / "pretraining" / name
+    weights = run_dir / "models" / spec.get("weights", "encoder.pt")
+    same_spec(run_dir, {"pretraining": dict(spec), "datalist": json.loads(datalist.read_text())})
+    if weights.is_file():
+        logger.info(f"pretraining {name}: finished earlier, reusing {weights}")
+        return weights
+    bundle_dir = Path(locate_bundle(spec["bundle"]))
+    files = [str(bundle_dir / "configs" / "train.json")] + [str(bundle_dir / "configs" / c) for c in spec.get("configs", [])]
+    args = {"bundle_root": str(bundle_dir), "run_dir": str(run_dir), "datalist": str(datalist), **spec.get("overrides", {})}
+    label_efficiency.run_bundle(files, args, run_dir / "train.log", expect=weights)
+    return weights
+
+
+def resolve_encoder(value: str | None, pretrained: Mapping[str, Path]) -> str:
+    """``None`` (scratch), ``"pretraining:<name>"`` (a protocol pretraining) or a weights path."""
+    if not value:
+        return ""
+    if value.startswith(PRETRAINED_PREFIX):
+        return str(pretrained[value[len(PRETRAINED_PREFIX):]])
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"encoder weights {value} not found")
+    return str(Path(value).resolve())
+
+
+def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
+    """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed; cached per run."""
+    p = protocol.get("probe", {})
+    rows = []
+    for seed in protocol["seeds"]:
+        base = {**comparison.get("overrides", {}), "train_fraction": float(p.get("train_fraction", 1.0)), "fraction_seed": seed, "seed": seed,
+                "run_dir": str(out / "probes" / comparison["name"] / "bundle")}
+        parser = bundle_parser(comparison["bundle"], comparison.get("configs", []), base)
+        cases: dict[str, list] = {}
+        num_classes = int(parser.get_parsed_content("num_classes"))
+        for encoder, (weights, variant) in {"raw_intensity": ("", {}), **encoders}.items():
+            cache = out / "probes" / comparison["name"] / f"{encoder}_seed{seed}.json"
+            same_spec(cache.parent / encoder, {"comparison": {k: v for k, v in comparison.items() if k != "encoders"}, "probe": p,
+                                                "weights": weights, "variant": variant})
+            if cache.is_file():
+                result = json.loads(cache.read_text())
+            else:
+                if not cases:  # one split per seed, shared by every encoder
+                    cases = {k: labelled_cases(parser, k) for k in ("train#files", "validate#files")}
+                if encoder == "raw_intensity":
+                    net = probes.RawIntensity()
+                else:
+                    torch.manual_seed(seed)  # the random initialisation (scratch) and any layer the weights leave out
+                    net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
+                train = probes.featurize(net, [(i, lab) for _, i, lab in cases["train#files"]])
+                test = probes.featurize(net, [(i, lab) for _, i, lab in cases["validate#files"]])
+                lin = probes.linear_probe(train, test, num_classes, steps=int(p.get("steps", 200)), seed=seed,
+                                          points_per_case=int(p.get("points_per_case", 5000)))
+                knn = probes.knn_probe(train, test, patch=int(p.get("knn_patch", 8)), k=int(p.get("k", 5)))
+                result = {"linear": lin, "knn": knn, "cases": [n for n, _, _ in cases["validate#files"]],
+                          "train_cases": [n for n, _, _ in cases["train#files"]]}
+                atomic_write_text(cache, json.dumps(result, indent=1))
+            for kind, key, value_key in (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy")):
+                rows.append({"comparison": comparison["name"], "kind": kind, "encoder": encoder, "fraction": p.get("train_fraction", 1.0),
+                             "seed": seed, "value": result[key][value_key], "per_case": json.dumps(result[key]["per_case"]),
+                             "source": weights if encoder != "raw_intensity" else "image intensities",
+                             "train_cases": result["train_cases"]})
+    return rows
+
+
+def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
+    """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
+    bundle_dir = Path(locate_bundle(comparison["bundle"]))
+    rows = []
+    for encoder, (weights, variant) in encoders.items():
+        for fraction in protocol["fractions"]:
+            for seed in protocol["seeds"]:
+                run_dir = out / "finetune" / comparison["name"] / encoder / f"fraction_{fraction:g}" / f"seed_{seed}"
+                same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []),
+                                    "overrides": {**comparison.get("overrides", {}), **variant}, "weights": weights})
+                best = label_efficiency.run_one(bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
+                                                {**comparison.get("overrides", {}), **variant}, run_dir / "train.log")
+                rows.append({"comparison": comparison["name"], "kind": f"finetune_{best['metric']}", "encoder": encoder, "fraction": fraction,
+                             "seed": seed, "value": best["value"], "per_case": "", "source": weights or "random initialisation"})
+    return rows
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -> list[dict]:
+    """One row per (comparison, kind, encoder, fraction): mean and 95% t interval over seeds, bootstrap
+    interval over the held-out cases (seed-averaged per case, probes only), and the paired difference
+    to the comparison's baseline over the seeds both have."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["comparison"], r["kind"], r["encoder"], float(r["fraction"])), []).append(r)
+    out = []
+    for (comparison, kind, encoder, fraction), rs in groups.items():
+        by_seed = {int(r["seed"]): float(r["value"]) for r in rs}
+        seeds = stats.t_interval(list(by_seed.values()))
+        row = {"comparison": comparison, "kind": kind, "encoder": encoder, "fraction": fraction, "seeds": seeds["n"],
+               "mean": seeds["mean"], "seed_low": seeds["low"], "seed_high": seeds["high"]}
+        per_case = [json.loads(r["per_case"]) for r in rs if r.get("per_case")]
+        if per_case and all(len(c) == len(per_case[0]) for c in per_case):
+            case_means = [sum(c[i] for c in per_case) / len(per_case) for i in range(len(per_case[0]))]
+            boot = stats.bootstrap_interval(case_means)
+            row |= {"cases": boot["n"], "case_low": boot["low"], "case_high": boot["high"]}
+        base = baselines.get(comparison)
+        if base and base != encoder and (comparison, kind, base, fraction) in groups:
+            base_by_seed = {int(r["seed"]): float(r["value"]) for r in groups[(comparison, kind, base, fraction)]}
+            diff = stats.paired_difference(by_seed, base_by_seed)
+            row |= {"vs": base, "diff": diff["mean"], "diff_low": diff["low"], "diff_high": diff["high"]}
+        out.append(row)
+    return out
+
+
+SUMMARY_FIELDS = ["comparison", "kind", "encoder", "fraction", "seeds", "mean", "seed_low", "seed_high", "cases", "case_low", "case_high",
+                  "vs", "diff", "diff_low", "diff_high"]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) -> str:
+    """The card's table: one line per summary row."""
+    lines = [f"# Evidence card: protocol `{protocol.get('name', '?')}`", "",
+             protocol.get("description", ""), "",
+             "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        seed_ci = f"[{_fmt(r.get('seed_low'))}, {_fmt(r.get('seed_high'))}]"
+        case_ci = f"[{_fmt(r.get('case_low'))}, {_fmt(r.get('case_high'))}]" if "case_low" in r else "—"
+        diff = f"{r['diff']:+.3f} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] vs {r['vs']}" if "diff" in r else "—"
+        lines.append(f"| {r['comparison']} | {r['kind']} | {r['encoder']} | {r['fraction']:g} | {r['seeds']} | {_fmt(r['mean'])} | {seed_ci} | {case_ci} | {diff} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """``finetune.png`` (metric vs labelled fraction with seed intervals, one panel per comparison) and
+    ``probes.png`` (probe scores per encoder with seed intervals)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    comparisons = list(dict.fromkeys(r["comparison"] for r in summary))
+    for name, select in (("finetune", lambda k: k.startswith("finetune")), ("probes", lambda k: "probe" in k)):
+        panels = [(c, k) for c in comparisons for k in dict.fromkeys(r["kind"] for r in summary if r["comparison"] == c and select(r["kind"]))]
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        for ax, (c, k) in zip(axes[0], panels):
+            rs = [r for r in summary if r["comparison"] == c and r["kind"] == k]
+            encoders = list(dict.fromkeys(r["encoder"] for r in rs))
+            for i, e in enumerate(encoders):
+                er = sorted((r for r in rs if r["encoder"] == e), key=lambda r: r["fraction"])
+                lo = [r["mean"] - r["seed_low"] if not math.isnan(r["seed_low"]) else 0 for r in er]
+                hi = [r["seed_high"] - r["mean"] if not math.isnan(r["seed_high"]) else 0 for r in er]
+                if name == "finetune":
+                    ax.errorbar([100 * r["fraction"] for r in er], [r["mean"] for r in er], yerr=[lo, hi], marker="o", capsize=3, label=e)
+                else:
+                    ax.bar(i, er[0]["mean"], yerr=[[lo[0]], [hi[0]]], capsize=3, label=e)
+            if name == "probes":
+                ax.set_xticks(range(len(encoders)), encoders, rotation=30, ha="right", fontsize=7)
+            else:
+                ax.set_xlabel("labelled training cases (%)")
+                ax.legend(fontsize=7)
+            ax.set_title(f"{c}\n{k}", fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: Sequence[str] = ()) -> str:
+    """Run the protocol (resuming what is finished) and write the card; return the card folder.
+
+    Args:
+        protocol: protocol JSON (see ``common/experiments/protocols/``).
+        output_dir: runs, caches and (unless ``card_dir``) ``card/``.
+        card_dir: where the card goes (e.g. a folder committed to the repository).
+        only: run these comparisons only (names), e.g. to build a card in stages.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    spec = json.loads(Path(protocol).read_text())
+    out = Path(output_dir).resolve()
+    card = Path(card_dir).resolve() if card_dir else out / "card"
+    comparisons = [c for c in spec["comparisons"] if not only or c["name"] in only]
+    unknown = set(only) - {c["name"] for c in spec["comparisons"]}
+    if unknown:
+        raise ValueError(f"--only names no comparison of {protocol}: {sorted(unknown)}; its comparisons: {[c['name'] for c in spec['comparisons']]}")
+    needed = {v[len(PRETRAINED_PREFIX):] for c in comparisons for v in (e.get("weights") for e in c["encoders"].values())
+              if v and v.startswith(PRETRAINED_PREFIX)}
+    pretrained: dict[str, Path] = {}
+    if needed:
+        datalist = pretraining_datalist(spec, out)
+        for name in sorted(needed):
+            pretrained[name] = run_pretraining(name, spec["pretraining"][name], datalist, out)
+    rows: list[dict] = []
+    provenance = {}
+    for comparison in comparisons:
+        encoders = {e: (resolve_encoder(v.get("weights"), pretrained), dict(v.get("overrides", {}))) for e, v in comparison["encoders"].items()}
+        provenance[comparison["name"]] = {e: {"weights": w, "overrides": o} for e, (w, o) in encoders.items()}
+        if comparison.get("probes", True):
+            rows += probe_runs(comparison, encoders, spec, out)
+        rows += finetune_runs(comparison, encoders, spec, out)
+        atomic_write_text(card / "runs.csv", _csv(rows, RUN_FIELDS))
+    summary = summarize(rows, {c["name"]: c["baseline"] for c in comparisons})
+    atomic_write_text(card / "summary.csv", _csv(summary, SUMMARY_FIELDS))
+    atomic_write_text(card / "README.md", markdown(summary, spec))
+    atomic_write_text(card / "protocol.json", json.dumps({"protocol": spec, "encoders": provenance}, indent=1))
+    plot(summary, card)
+    logger.info(f"Wrote the card to {card}")
+    return str(card)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)
