@@ -41,7 +41,7 @@ from common.paths import locate_bundle
 
 logger = logging.getLogger(__name__)
 
-RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "source"]
+RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "source"]
 PRETRAINED_PREFIX = "pretraining:"
 
 
@@ -167,14 +167,31 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[st
                                     "overrides": {**comparison.get("overrides", {}), **variant}, "weights": weights})
                 best = label_efficiency.run_one(bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
                                                 {**comparison.get("overrides", {}), **variant}, run_dir / "train.log")
-                rows.append({"comparison": comparison["name"], "kind": f"finetune_{best['metric']}", "encoder": encoder, "fraction": fraction,
-                             "seed": seed, "value": best["value"], "per_case": "", "source": weights or "random initialisation"})
+                per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
+                rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
+                             "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
+                             "best_value": best["value"], "source": weights or "random initialisation"})
     return rows
+
+
+def final_per_case(path: Path, metric: str) -> list[float]:
+    """Per-case values (the ``mean`` column) of ``metric`` at the run's last validation.
+
+    The card scores the final model, not the best validation epoch: the held-out cases are the
+    validation cases, and choosing the epoch on them would bias every encoder upwards.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the fine-tuning run did not validate at its end")
+    with open(path, newline="") as f:
+        values = [float(r["mean"]) for r in csv.DictReader(f) if r["metric"] == metric]
+    if not values:
+        raise ValueError(f"{path} has no rows for {metric}")
+    return values
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -> list[dict]:
     """One row per (comparison, kind, encoder, fraction): mean and 95% t interval over seeds, bootstrap
-    interval over the held-out cases (seed-averaged per case, probes only), and the paired difference
+    interval over the held-out cases (each case's value averaged over seeds), and the paired difference
     to the comparison's baseline over the seeds both have."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in rows:

@@ -121,10 +121,11 @@ def point_features(features: Sequence[torch.Tensor], size: Sequence[int], points
     """``(n, sum C_i)``: each scale trilinearly sampled at voxel ``points`` ``(n, 3)`` of the ``size`` grid,
     exactly what ``F.interpolate(f, size, mode="trilinear", align_corners=False)`` gives at those voxels."""
     size_t = torch.tensor(list(size), dtype=torch.float32)
-    # voxel centre i of a grid of s voxels sits at (2 i + 1) / s - 1 in grid_sample's [-1, 1] coordinates
+    # voxel centre i of a grid of s voxels sits at (2 i + 1) / s - 1 in grid_sample's [-1, 1] coordinates;
+    # "border" clamps at the edges as F.interpolate does (zeros padding would blend in zeros there)
     coords = (2 * points.float() + 1) / size_t - 1
     grid = coords.flip(-1).view(1, -1, 1, 1, 3)  # grid_sample wants (x, y, z) = (W, H, D)
-    return torch.cat([F.grid_sample(f, grid, mode="bilinear", align_corners=False)[0, :, :, 0, 0].T for f in features], 1)
+    return torch.cat([F.grid_sample(f, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0, 0].T for f in features], 1)
 
 
 def training_points(label: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
