@@ -136,3 +136,22 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     path.write_text(json.dumps(protocol))
     with pytest.raises(evidence.SpecChangedError, match="other settings"):
         evidence.main(str(path), output_dir=str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("protocol", sorted((REPO / "common/experiments/protocols").glob("*.json")), ids=lambda p: p.stem)
+def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol):
+    spec = json.loads(protocol.read_text())
+    for key in ("name", "seeds", "fractions", "comparisons"):
+        assert key in spec, f"{protocol.name}: no {key}"
+    runs = list(spec.get("pretraining", {}).values()) + spec["comparisons"]
+    for run in runs:
+        configs = REPO / "bundles" / run["bundle"] / "configs"
+        for name in ["train.json", *run.get("configs", [])]:
+            assert (configs / name).is_file(), f"{protocol.name}: {configs / name} does not exist"
+    for c in spec["comparisons"]:
+        assert c["baseline"] in c["encoders"], f"{protocol.name}: {c['name']}'s baseline is not one of its encoders"
+        assert c.get("like_for_like"), f"{protocol.name}: {c['name']} does not say whether it is like for like"
+        for e in c["encoders"].values():
+            w = e.get("weights")
+            if w and w.startswith(evidence.PRETRAINED_PREFIX):
+                assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"

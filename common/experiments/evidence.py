@@ -73,13 +73,15 @@ def same_spec(folder: Path, spec: Mapping[str, Any]) -> None:
 
 def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     """The unlabelled pretraining cases: phantoms of another seed than the downstream ones (so no
-    held-out case is seen in pretraining) plus the protocol's real scans that exist here."""
+    held-out case is seen in pretraining) plus the protocol's real scans that exist here. A
+    pretraining's own ``datalist`` override replaces this list (paper-scale data)."""
     from common.data.phantoms import ensure_phantom_dataset
 
     spec = protocol.get("pretraining_data", {})
-    folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec.get("num_phantoms", 12)), num_validation=0,
-                                    seed=int(spec.get("phantom_seed", 1)))
-    items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
+    items = []
+    if int(spec.get("num_phantoms", 12)) > 0:
+        folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec["num_phantoms"]), num_validation=0, seed=int(spec.get("phantom_seed", 1)))
+        items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
     real = [p for p in spec.get("real_images", []) if Path(p).is_file()]
     missing = [p for p in spec.get("real_images", []) if not Path(p).is_file()]
     if missing:
@@ -230,6 +232,13 @@ def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) 
     """The card's table: one line per summary row."""
     lines = [f"# Evidence card: protocol `{protocol.get('name', '?')}`", "",
              protocol.get("description", ""), "",
+             f"Seeds {protocol.get('seeds')}, labelled fractions {protocol.get('fractions')}. Intervals are 95%: Student t over seeds, "
+             "percentile bootstrap over the held-out cases (each case averaged over seeds); the paired difference is taken per seed "
+             "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
+             "held-out cases (not the best validation epoch, which would be chosen on those same cases). Probes: a linear voxel probe "
+             "(Dice) and a k-NN patch probe (balanced accuracy) on the frozen encoder; `raw_intensity` is the floor.", "",
+             "| comparison | like for like? |", "|---|---|",
+             *[f"| {c['name']} | {c.get('like_for_like', 'not stated')} |" for c in protocol.get("comparisons", [])], "",
              "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
