@@ -6,7 +6,8 @@ and the pretrained weights that transfer to its network, or two training variant
 
 - frozen probes (:mod:`common.experiments.probes`) per encoder and seed, plus the raw-intensity
   floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy;
-- fine-tuning at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
+- fine-tuning (with the comparison's ``overrides`` and ``finetune_overrides``; the probes see only
+  ``overrides``) at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
   the bundle's own ``train.json``), the same ``train_fraction``/``fraction_seed`` split for every
   encoder;
 
@@ -117,6 +118,20 @@ def resolve_encoder(value: str | None, pretrained: Mapping[str, Path]) -> str:
     return str(Path(value).resolve())
 
 
+def weights_record(weights: str) -> dict[str, Any] | None:
+    """What the card says of an encoder's weights: file, sha256, bundle, run fingerprint, steps and last
+    loss from its provenance record (``None`` for scratch; ``{"file", "record": None}`` without one)."""
+    if not weights:
+        return None
+    from common.runs.provenance import read_record
+
+    record = read_record(weights)
+    if record is None:
+        return {"file": weights, "record": None}
+    return {"file": weights, "sha256": record.get("sha256"), "bundle": record.get("bundle"), "run": record.get("run"),
+            "training": record.get("training"), "preprocessing": record.get("preprocessing")}
+
+
 def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
     """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed; cached per run."""
     p = protocol.get("probe", {})
@@ -129,7 +144,8 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, 
         num_classes = int(parser.get_parsed_content("num_classes"))
         for encoder, (weights, variant) in {"raw_intensity": ("", {}), **encoders}.items():
             cache = out / "probes" / comparison["name"] / f"{encoder}_seed{seed}.json"
-            same_spec(cache.parent / encoder, {"comparison": {k: v for k, v in comparison.items() if k != "encoders"}, "probe": p,
+            probe_spec = {k: v for k, v in comparison.items() if k not in ("encoders", "finetune_overrides", "like_for_like", "baseline")}
+            same_spec(cache.parent / encoder, {"comparison": probe_spec, "probe": p,
                                                 "weights": weights, "variant": variant})
             if cache.is_file():
                 result = json.loads(cache.read_text())
@@ -165,10 +181,11 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[st
         for fraction in protocol["fractions"]:
             for seed in protocol["seeds"]:
                 run_dir = out / "finetune" / comparison["name"] / encoder / f"fraction_{fraction:g}" / f"seed_{seed}"
-                same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []),
-                                    "overrides": {**comparison.get("overrides", {}), **variant}, "weights": weights})
+                overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **variant}
+                same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []), "overrides": overrides,
+                                    "weights": weights})
                 best = label_efficiency.run_one(bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
-                                                {**comparison.get("overrides", {}), **variant}, run_dir / "train.log")
+                                                overrides, run_dir / "train.log")
                 per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
                 rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                              "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
@@ -318,7 +335,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     provenance = {}
     for comparison in comparisons:
         encoders = {e: (resolve_encoder(v.get("weights"), pretrained), dict(v.get("overrides", {}))) for e, v in comparison["encoders"].items()}
-        provenance[comparison["name"]] = {e: {"weights": w, "overrides": o} for e, (w, o) in encoders.items()}
+        provenance[comparison["name"]] = {e: {"weights": w, "overrides": o, "record": weights_record(w)} for e, (w, o) in encoders.items()}
         if comparison.get("probes", True):
             rows += probe_runs(comparison, encoders, spec, out)
         rows += finetune_runs(comparison, encoders, spec, out)
