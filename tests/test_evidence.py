@@ -94,8 +94,9 @@ def test_linear_probe_sees_a_supervised_encoder_above_a_random_one(tmp_path):
         opt.step()
     scores = {}
     for name, net in (("raw", probes.RawIntensity()), ("random", random_net), ("supervised", trained)):
-        scores[name] = probes.linear_probe(probes.featurize(net, train), probes.featurize(net, test), num_classes, seed=0)["dice"]
-    assert scores["supervised"] > scores["random"] + 0.1, scores  # measured: 0.40 against 0.17 (raw 0.04)
+        scores[name] = probes.linear_probe(probes.featurize(net, train), probes.featurize(net, test), num_classes, seed=0, steps=100,
+                                           points_per_case=2000)["dice"]
+    assert scores["supervised"] > scores["random"] + 0.1, scores  # measured: 0.37 against 0.21 (raw 0.03)
     assert scores["random"] > scores["raw"], scores
 
 
