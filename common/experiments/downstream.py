@@ -18,13 +18,12 @@ from monai.bundle import ConfigParser
 from monai.transforms import DivisiblePadd
 from torch import nn
 
-from common.paths import locate_bundle
+from common.experiments.label_efficiency import bundle_config_files
 
 
 def bundle_parser(bundle: str | os.PathLike, configs: Sequence[str] = (), overrides: Mapping[str, Any] | None = None) -> ConfigParser:
     """``train.json`` + ``configs`` (relative to the bundle's ``configs/`` unless absolute) + ``overrides``."""
-    bundle_dir = Path(bundle) if Path(bundle).is_dir() else Path(locate_bundle(str(bundle)))
-    files = [str(bundle_dir / "configs" / "train.json")] + [c if os.path.isabs(c) else str(bundle_dir / "configs" / c) for c in configs]
+    bundle_dir, files = bundle_config_files(bundle, configs)
     parser = ConfigParser()
     parser.read_config(files)
     parser["bundle_root"] = str(bundle_dir)

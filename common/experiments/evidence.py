@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ import torch
 from common.experiments import label_efficiency, probes, stats
 from common.experiments.downstream import bundle_parser, labelled_cases, network_with_weights
 from common.io import atomic_write, atomic_write_text
-from common.paths import locate_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +98,7 @@ def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Pat
     if weights.is_file():
         logger.info(f"pretraining {name}: finished earlier, reusing {weights}")
         return weights
-    bundle_dir = Path(locate_bundle(spec["bundle"]))
-    files = [str(bundle_dir / "configs" / "train.json")] + [str(bundle_dir / "configs" / c) for c in spec.get("configs", [])]
+    bundle_dir, files = label_efficiency.bundle_config_files(spec["bundle"], spec.get("configs", []))
     args = {"bundle_root": str(bundle_dir), "run_dir": str(run_dir), "datalist": str(datalist), **spec.get("overrides", {})}
     label_efficiency.run_bundle(files, args, run_dir / "train.log", expect=weights)
     return weights
@@ -175,7 +172,7 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, 
 
 def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
     """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
-    bundle_dir = Path(locate_bundle(comparison["bundle"]))
+    bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
     rows = []
     for encoder, (weights, variant) in encoders.items():
         for fraction in protocol["fractions"]:

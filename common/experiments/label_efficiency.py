@@ -38,6 +38,14 @@ def _run_dir(output_dir: Path, init: str, fraction: float, seed: int) -> Path:
     return output_dir / init / f"fraction_{fraction:g}" / f"seed_{seed}"
 
 
+def bundle_config_files(bundle: str | os.PathLike, configs: Sequence[str] = ()) -> tuple[Path, list[str]]:
+    """``(bundle folder, [train.json, *configs])``: ``bundle`` a name or folder; ``configs`` relative to its
+    ``configs/`` unless absolute."""
+    bundle_dir = Path(bundle) if Path(bundle).is_dir() else Path(locate_bundle(str(bundle)))
+    files = [str(bundle_dir / "configs" / "train.json")] + [c if os.path.isabs(c) else str(bundle_dir / "configs" / c) for c in configs]
+    return bundle_dir, files
+
+
 def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path) -> None:
     """``python -m monai.bundle run`` of ``files`` with ``--key value`` ``args`` in a subprocess, logging
     to ``log_file``; raise with the log's tail unless it exits 0 and writes ``expect``."""
@@ -62,7 +70,7 @@ def run_one(
     if result.is_file():
         logger.info(f"{run_dir}: finished earlier, reusing its result")
         return json.loads(result.read_text())
-    files = [str(bundle_dir / "configs" / "train.json")] + [c if os.path.isabs(c) else str(bundle_dir / "configs" / c) for c in configs]
+    bundle_dir, files = bundle_config_files(bundle_dir, configs)
     args = {
         "bundle_root": str(bundle_dir),
         "run_dir": str(run_dir),

@@ -20,12 +20,17 @@ from monai.transforms import ScaleIntensityRanged
 FINGERPRINT_KEYS = ("percentile_00_5", "percentile_99_5", "mean", "std")
 
 
-def fingerprint_properties(source: str | Path | Mapping[str, float], channel: int = 0) -> dict[str, float]:
+def fingerprint_properties(source: str | Path | Mapping[str, float] | None, channel: int = 0) -> dict[str, float]:
     """The four intensity properties of ``channel``.
 
     ``source``: a mapping with :data:`FINGERPRINT_KEYS`, or the path of nnU-Net's
     ``dataset_fingerprint.json`` (its ``foreground_intensity_properties_per_channel[str(channel)]``).
     """
+    if source is None:
+        raise ValueError(
+            "ct_normalization is null: intensity_normalization 'dataset_ct' needs the dataset's foreground intensity "
+            "properties; set ct_normalization to nnU-Net's dataset_fingerprint.json or to {percentile_00_5, percentile_99_5, mean, std}"
+        )
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -45,11 +50,6 @@ def fingerprint_properties(source: str | Path | Mapping[str, float], channel: in
 
 def nnunet_ct_normalized(keys: str | Sequence[str], properties: str | Path | Mapping[str, float] | None) -> ScaleIntensityRanged:
     """``clip(x, p00.5, p99.5)`` then ``(x - mean) / std`` on ``keys``, as nnU-Net's ``CTNormalization``."""
-    if properties is None:
-        raise ValueError(
-            "ct_normalization is null: intensity_normalization 'dataset_ct' needs the dataset's foreground intensity "
-            "properties; set ct_normalization to nnU-Net's dataset_fingerprint.json or to {percentile_00_5, percentile_99_5, mean, std}"
-        )
     p = fingerprint_properties(properties)
     low, high, mean, std = p["percentile_00_5"], p["percentile_99_5"], p["mean"], p["std"]
     return ScaleIntensityRanged(keys, a_min=low, a_max=high, b_min=(low - mean) / std, b_max=(high - mean) / std, clip=True)
@@ -57,6 +57,5 @@ def nnunet_ct_normalized(keys: str | Sequence[str], properties: str | Path | Map
 
 def nnunet_ct_settings(properties: str | Path | Mapping[str, float] | None) -> dict[str, object]:
     """The ``preprocessing_settings#intensity`` record of :func:`nnunet_ct_normalized` (checked downstream)."""
-    nnunet_ct_normalized("image", properties)  # the same refusals
-    p = fingerprint_properties(properties)  # type: ignore[arg-type]
+    p = fingerprint_properties(properties)
     return {"mode": "zscore", "scope": "dataset", "clip": [p["percentile_00_5"], p["percentile_99_5"]], "mean": p["mean"], "std": p["std"]}
