@@ -14,6 +14,7 @@ import torch
 from conftest import REPO
 
 from common.experiments import evidence, probes, stats
+from common.experiments.downstream import bundle_parser, labelled_items
 
 #: two-sided 95% Student t quantiles from a printed table (df -> t_0.975)
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
@@ -41,6 +42,8 @@ def test_bootstrap_interval_brackets_the_mean_and_collapses_on_constant_values()
     assert r["low"] < 0.5 < r["high"] and 0.2 <= r["low"] and r["high"] <= 0.8
     c = stats.bootstrap_interval([0.3] * 5)
     assert c["low"] == pytest.approx(0.3) and c["high"] == pytest.approx(0.3)
+    one = stats.bootstrap_interval([0.7])  # a single case has no spread to resample
+    assert one["mean"] == pytest.approx(0.7) and math.isnan(one["low"]) and math.isnan(one["high"]) and one["n"] == 1
 
 
 def test_point_features_equal_the_upsampled_features():
@@ -105,6 +108,10 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     protocol = json.loads((REPO / "common/experiments/protocols/micro.json").read_text())
     protocol["fractions"] = [0.5]  # 3 training phantoms -> 2 per run: the split is a real draw
     protocol["comparisons"][0]["overrides"]["phantom_dir"] = str(tmp_path / "phantoms")
+    real = REPO.parent / "shared" / "data" / "ts_ct_full"
+    if real.is_dir():  # the held-out real-CT check, as the small protocol has it
+        protocol["real_check"] = {"cases": [{"image": str(real / "example_ct.nii.gz"), "label": str(real / "example_seg_fast_force_split.nii.gz")}],
+                                  "label_map": str(REPO / "bundles/btcv_finetune/configs/totalsegmentator_to_btcv.json")}
     path = tmp_path / "micro.json"
     path.write_text(json.dumps(protocol))
     card = Path(evidence.main(str(path), output_dir=str(tmp_path / "out")))
@@ -132,6 +139,18 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
                                  .read_text())["data"]["cases_sha256"] for e in ("scratch", "ctfm")}
         assert len(set(digests.values())) == 1, digests
     assert (card / "finetune.png").stat().st_size > 0 and (card / "probes.png").stat().st_size > 0
+    if "real_check" in protocol:  # the same probes (same training cases) scored on the one real scan
+        real_rows = [r for r in runs if r["kind"].startswith("real_ct_")]
+        assert {(r["encoder"], r["seed"]) for r in real_rows} == {(e, s) for e in ("raw_intensity", "scratch", "ctfm") for s in ("0", "1")}
+        assert all(len(json.loads(r["per_case"])) == 1 for r in real_rows)
+        for seed in (0, 1):
+            assert json.loads((probe_dir / f"real_ctfm_seed{seed}.json").read_text())["train_cases"] == \
+                json.loads((probe_dir / f"ctfm_seed{seed}.json").read_text())["train_cases"]
+        items, label_map = evidence.real_check_items(protocol)
+        parser = bundle_parser("ctfm_segmentation", ["demo.json"], {**protocol["comparisons"][0]["overrides"], **label_map})
+        [(_, image, label)] = labelled_items(parser, items)
+        assert set(torch.unique(label).tolist()) <= set(range(14)) and (label == 6).sum() > 100  # BTCV numbering: liver is 6
+        assert "real_ct_linear_probe_dice" in (card / "README.md").read_text()
     # a changed protocol does not reuse runs made under the old one
     protocol["comparisons"][0]["overrides"]["num_steps"] = 3
     path.write_text(json.dumps(protocol))

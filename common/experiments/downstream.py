@@ -42,11 +42,16 @@ def labelled_cases(parser: ConfigParser, files_key: str, divisor: int = 32) -> l
     """``[(case, image (1, C, D, H, W), label (1, 1, D, H, W))]`` of ``files_key`` (``train#files`` or
     ``validate#files``) after ``validate#preprocessing``, padded to a multiple of ``divisor`` (the
     networks' total stride) so every scale of the encoder has whole voxels."""
-    files = parser.get_parsed_content(files_key, lazy=False)
+    return labelled_items(parser, parser.get_parsed_content(files_key, lazy=False), divisor)
+
+
+def labelled_items(parser: ConfigParser, items: Sequence[Mapping[str, str]], divisor: int = 32) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """:func:`labelled_cases` for explicit ``{"image", "label"}`` items (e.g. real scans outside the
+    bundle's datalist), through the same ``validate#preprocessing`` (its label map included)."""
     preprocessing = parser.get_parsed_content("validate#preprocessing", lazy=False)
     pad = DivisiblePadd(["image", "label"], divisor)
     out = []
-    for f in files:
+    for f in items:
         d = pad(preprocessing(dict(f)))
         image, label = (torch.as_tensor(d[k]).unsqueeze(0) for k in ("image", "label"))
         out.append((Path(str(f["image"])).name, image.float(), label.long()))

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from common.experiments import label_efficiency, probes, stats
-from common.experiments.downstream import bundle_parser, labelled_cases, network_with_weights
+from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
 from common.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -129,45 +129,81 @@ def weights_record(weights: str) -> dict[str, Any] | None:
             "training": record.get("training"), "preprocessing": record.get("preprocessing")}
 
 
+PROBE_KINDS = (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy"))
+
+
+def _probe_encoder(net: torch.nn.Module, train_cases: Sequence, test_cases: Sequence, num_classes: int, p: Mapping[str, Any], seed: int) -> dict:
+    """Both probes of one frozen encoder: trained on ``train_cases``, scored on ``test_cases``."""
+    train = probes.featurize(net, [(i, lab) for _, i, lab in train_cases])
+    test = probes.featurize(net, [(i, lab) for _, i, lab in test_cases])
+    lin = probes.linear_probe(train, test, num_classes, steps=int(p.get("steps", 200)), seed=seed, points_per_case=int(p.get("points_per_case", 5000)))
+    knn = probes.knn_probe(train, test, patch=int(p.get("knn_patch", 8)), k=int(p.get("k", 5)))
+    return {"linear": lin, "knn": knn, "cases": [n for n, _, _ in test_cases], "train_cases": [n for n, _, _ in train_cases]}
+
+
 def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
-    """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed; cached per run."""
+    """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed, trained on the
+    labelled split and scored on the held-out cases and, when the protocol has a ``real_check``, on its
+    real scans (kinds prefixed ``real_ct_``; the same probe: same training cases, seed and steps).
+    Cached per run; the split is shared by every encoder of a seed."""
     p = protocol.get("probe", {})
+    real_items, label_map = real_check_items(protocol)
+    probe_spec = {k: v for k, v in comparison.items() if k not in ("encoders", "finetune_overrides", "like_for_like", "baseline")}
     rows = []
     for seed in protocol["seeds"]:
         base = {**comparison.get("overrides", {}), "train_fraction": float(p.get("train_fraction", 1.0)), "fraction_seed": seed, "seed": seed,
                 "run_dir": str(out / "probes" / comparison["name"] / "bundle")}
         parser = bundle_parser(comparison["bundle"], comparison.get("configs", []), base)
-        cases: dict[str, list] = {}
         num_classes = int(parser.get_parsed_content("num_classes"))
+        cases: dict[str, list] = {}
+
+        def load(key: str) -> list:
+            if key not in cases:
+                cases[key] = (labelled_items(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **label_map}), real_items)
+                              if key == "real" else labelled_cases(parser, key))
+            return cases[key]
+
+        tests = {"": ("validate#files", {}), "real_ct_": ("real", {"real_check": {"cases": real_items, **label_map}})} if real_items else \
+            {"": ("validate#files", {})}
         for encoder, (weights, variant) in {"raw_intensity": ("", {}), **encoders}.items():
-            cache = out / "probes" / comparison["name"] / f"{encoder}_seed{seed}.json"
-            probe_spec = {k: v for k, v in comparison.items() if k not in ("encoders", "finetune_overrides", "like_for_like", "baseline")}
-            same_spec(cache.parent / encoder, {"comparison": probe_spec, "probe": p,
-                                                "weights": weights, "variant": variant})
-            if cache.is_file():
-                result = json.loads(cache.read_text())
-            else:
-                if not cases:  # one split per seed, shared by every encoder
-                    cases = {k: labelled_cases(parser, k) for k in ("train#files", "validate#files")}
-                if encoder == "raw_intensity":
-                    net = probes.RawIntensity()
+            for prefix, (test_key, extra_spec) in tests.items():
+                name = f"{prefix and 'real_'}{encoder}"
+                cache = out / "probes" / comparison["name"] / f"{name}_seed{seed}.json"
+                same_spec(cache.parent / name, {"comparison": probe_spec, "probe": p, "weights": weights, "variant": variant, **extra_spec})
+                if cache.is_file():
+                    result = json.loads(cache.read_text())
                 else:
-                    torch.manual_seed(seed)  # the random initialisation (scratch) and any layer the weights leave out
-                    net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
-                train = probes.featurize(net, [(i, lab) for _, i, lab in cases["train#files"]])
-                test = probes.featurize(net, [(i, lab) for _, i, lab in cases["validate#files"]])
-                lin = probes.linear_probe(train, test, num_classes, steps=int(p.get("steps", 200)), seed=seed,
-                                          points_per_case=int(p.get("points_per_case", 5000)))
-                knn = probes.knn_probe(train, test, patch=int(p.get("knn_patch", 8)), k=int(p.get("k", 5)))
-                result = {"linear": lin, "knn": knn, "cases": [n for n, _, _ in cases["validate#files"]],
-                          "train_cases": [n for n, _, _ in cases["train#files"]]}
-                atomic_write_text(cache, json.dumps(result, indent=1))
-            for kind, key, value_key in (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy")):
-                rows.append({"comparison": comparison["name"], "kind": kind, "encoder": encoder, "fraction": p.get("train_fraction", 1.0),
-                             "seed": seed, "value": result[key][value_key], "per_case": json.dumps(result[key]["per_case"]),
-                             "source": weights if encoder != "raw_intensity" else "image intensities",
-                             "train_cases": result["train_cases"]})
+                    if encoder == "raw_intensity":
+                        net = probes.RawIntensity()
+                    else:
+                        torch.manual_seed(seed)  # the random initialisation (scratch) and any layer the weights leave out
+                        net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
+                    result = _probe_encoder(net, load("train#files"), load(test_key), num_classes, p, seed)
+                    atomic_write_text(cache, json.dumps(result, indent=1))
+                for kind, key, value_key in PROBE_KINDS:
+                    rows.append({"comparison": comparison["name"], "kind": prefix + kind, "encoder": encoder, "fraction": p.get("train_fraction", 1.0),
+                                 "seed": seed, "value": result[key][value_key], "per_case": json.dumps(result[key]["per_case"]),
+                                 "source": weights if encoder != "raw_intensity" else "image intensities",
+                                 "train_cases": result["train_cases"]})
     return rows
+
+
+def real_check_items(protocol: Mapping[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The protocol's ``real_check`` cases that exist here (absolute paths) and the label-map overrides
+    (``label_values_in``/``label_values_out`` read from its ``label_map`` config file); ``([], {})``
+    without a ``real_check`` or when none of its scans is here (a warning names the missing ones)."""
+    spec = protocol.get("real_check")
+    if not spec:
+        return [], {}
+    present = [c for c in spec["cases"] if Path(c["image"]).is_file() and Path(c["label"]).is_file()]
+    if len(present) < len(spec["cases"]):
+        logger.warning(f"real_check: {len(spec['cases']) - len(present)} case(s) absent here, checking without them: "
+                       f"{[c['image'] for c in spec['cases'] if c not in present]}")
+    overrides = {}
+    if spec.get("label_map"):
+        mapping = json.loads(Path(spec["label_map"]).read_text())
+        overrides = {k: mapping[k] for k in ("label_values_in", "label_values_out")}
+    return [{k: str(Path(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
 def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
@@ -251,13 +287,14 @@ def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) 
              "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
              "held-out cases (not the best validation epoch, which would be chosen on those same cases). Probes: a linear voxel probe "
              "(Dice) and a k-NN patch probe (balanced accuracy) on the frozen encoder; `raw_intensity` is the floor.", "",
+             *([protocol["real_check"].get("description", ""), ""] if protocol.get("real_check") else []),
              "| comparison | like for like? |", "|---|---|",
              *[f"| {c['name']} | {c.get('like_for_like', 'not stated')} |" for c in protocol.get("comparisons", [])], "",
              "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         seed_ci = f"[{_fmt(r.get('seed_low'))}, {_fmt(r.get('seed_high'))}]"
-        case_ci = f"[{_fmt(r.get('case_low'))}, {_fmt(r.get('case_high'))}]" if "case_low" in r else "—"
+        case_ci = f"[{_fmt(r['case_low'])}, {_fmt(r['case_high'])}]" if not math.isnan(r.get("case_low", math.nan)) else "—"
         diff = f"{r['diff']:+.3f} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] vs {r['vs']}" if "diff" in r else "—"
         lines.append(f"| {r['comparison']} | {r['kind']} | {r['encoder']} | {r['fraction']:g} | {r['seeds']} | {_fmt(r['mean'])} | {seed_ci} | {case_ci} | {diff} |")
     return "\n".join(lines) + "\n"
@@ -274,21 +311,28 @@ def plot(summary: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
     written = []
     comparisons = list(dict.fromkeys(r["comparison"] for r in summary))
     for name, select in (("finetune", lambda k: k.startswith("finetune")), ("probes", lambda k: "probe" in k)):
-        panels = [(c, k) for c in comparisons for k in dict.fromkeys(r["kind"] for r in summary if r["comparison"] == c and select(r["kind"]))]
-        if not panels:
+        rows = [[(c, k) for k in dict.fromkeys(r["kind"] for r in summary if r["comparison"] == c and select(r["kind"]))] for c in comparisons]
+        rows = [row for row in rows if row]
+        if not rows:
             continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-        for ax, (c, k) in zip(axes[0], panels):
+        if name == "finetune":  # one panel per comparison: a single row reads best
+            rows = [[p for row in rows for p in row]]
+        ncols = max(len(row) for row in rows)
+        fig, axes = plt.subplots(len(rows), ncols, figsize=(4.2 * ncols, 3.6 * len(rows)), squeeze=False)
+        for axes_row, row in zip(axes, rows):
+            for ax in axes_row[len(row):]:
+                ax.set_visible(False)
+        for ax, (c, k) in ((ax, p) for axes_row, row in zip(axes, rows) for ax, p in zip(axes_row, row)):
             rs = [r for r in summary if r["comparison"] == c and r["kind"] == k]
             encoders = list(dict.fromkeys(r["encoder"] for r in rs))
-            for i, e in enumerate(encoders):
+            for x, e in enumerate(encoders):
                 er = sorted((r for r in rs if r["encoder"] == e), key=lambda r: r["fraction"])
                 lo = [r["mean"] - r["seed_low"] if not math.isnan(r["seed_low"]) else 0 for r in er]
                 hi = [r["seed_high"] - r["mean"] if not math.isnan(r["seed_high"]) else 0 for r in er]
                 if name == "finetune":
                     ax.errorbar([100 * r["fraction"] for r in er], [r["mean"] for r in er], yerr=[lo, hi], marker="o", capsize=3, label=e)
                 else:
-                    ax.bar(i, er[0]["mean"], yerr=[[lo[0]], [hi[0]]], capsize=3, label=e)
+                    ax.bar(x, er[0]["mean"], yerr=[[lo[0]], [hi[0]]], capsize=3, label=e)
             if name == "probes":
                 ax.set_xticks(range(len(encoders)), encoders, rotation=30, ha="right", fontsize=7)
             else:

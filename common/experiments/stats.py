@@ -29,10 +29,11 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]
 
 
 def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Percentile bootstrap of the mean over ``values`` (e.g. per-case Dice): ``{"mean", "low", "high", "n"}``."""
+    """Percentile bootstrap of the mean over ``values`` (e.g. per-case Dice): ``{"mean", "low", "high", "n"}``.
+    Fewer than two values give no interval (NaN bounds): one case says nothing of the spread over cases."""
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if len(x) == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if len(x) < 2:
+        return {"mean": float(x.mean()) if len(x) else float("nan"), "low": float("nan"), "high": float("nan"), "n": len(x)}
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(1)
     alpha = (1 - level) / 2
