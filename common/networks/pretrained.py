@@ -4,8 +4,10 @@ Accepts what this collection writes and what users usually have:
 
 - ``models/encoder.pt`` / ``models/model.pt`` from a pretraining bundle (plain ``state_dict``);
 - a training checkpoint (``{"model": state_dict, "optimizer": ..., ...}``);
-- a raw SwinUNETR/UNETR ``state_dict``, also wrapped as ``{"state_dict": ...}`` or ``{"network": ...}``
-  and with DDP's ``module.`` prefix.
+- a raw SwinUNETR/UNETR ``state_dict``, also wrapped as ``{"state_dict": ...}``, ``{"network": ...}`` or
+  ``{"net": ...}`` and with DDP's ``module.`` prefix;
+- the published layouts of :mod:`common.networks.layouts` (research-contributions' SwinUNETR SSL
+  weights, MONAI's DAE SwinUNETR weights, SuPreM's SwinUNETR and SegResNet), renamed to MONAI's keys.
 
 Tensors are matched by name and shape (MONAI's ``copy_model_state``). A single-channel first-layer
 weight is spread over a network with more input channels (:func:`adapt_input_channels`: 1-channel CT
@@ -26,13 +28,14 @@ import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
+from common.networks.layouts import recognise
 from common.networks.weights import unwrap
 from common.runs.contract import check_contract, override_hints
 from common.runs.identity import active_parser
 
 logger = logging.getLogger(__name__)
 
-_WRAPPER_KEYS = ("state_dict", "model", "network", "model_state_dict")
+_WRAPPER_KEYS = ("state_dict", "model", "network", "model_state_dict", "net")
 
 
 class PretrainedLoadError(ValueError):
@@ -50,9 +53,12 @@ class LoadReport:
     unused: list[str] = field(default_factory=list)  # in the file, not in the network
     missing: list[str] = field(default_factory=list)  # in the network, not loaded
     prefix_map: tuple[str, str] | None = None  # (file prefix removed, network prefix added), when keys were re-prefixed
+    layout: str | None = None  # the published layout recognised (common.networks.layouts), None: keys as they are
+    dropped: int = 0  # that layout's head tensors left out (SSL heads, SuPreM's controller and 32-class output layers)
 
     def summary(self) -> str:
         mapped = f" (keys mapped '{self.prefix_map[0]}*' -> '{self.prefix_map[1]}*')" if self.prefix_map else ""
+        mapped = (f" (published layout {self.layout}, {self.dropped} of its head tensors left out)" if self.layout else "") + mapped
         adapted = f" ({len(self.adapted)} adapted from 1 to more input channels)" if self.adapted else ""
         return (
             f"{self.path}{mapped}: loaded {len(self.loaded)} tensors{adapted}, skipped {len(self.skipped_shape)} with another shape, "
@@ -62,20 +68,27 @@ class LoadReport:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weights file and unwrap it to a flat ``name -> tensor`` dict without ``module.`` prefixes."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """:func:`read_state_dict` and the wrapper keys it unwrapped on the way (e.g. ``("net",)``)."""
     if not os.path.isfile(path):
         raise PretrainedLoadError(f"pretrained weights file {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, not a torch file
         raise PretrainedLoadError(f"cannot read pretrained weights {path}: {type(e).__name__}: {e}") from e
+    wrapper: list[str] = []
     while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         key = next((k for k in _WRAPPER_KEYS if k in obj), None)
         if key is None:
             raise PretrainedLoadError(f"{path} holds no tensors at the top level nor under {list(_WRAPPER_KEYS)} (keys: {sorted(obj)[:10]})")
         obj = obj[key]
+        wrapper.append(key)
     if not isinstance(obj, Mapping):
         raise PretrainedLoadError(f"{path} does not hold a state_dict (got {type(obj).__name__})")
-    return {(k.removeprefix("module.")): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return {(k.removeprefix("module.")): v for k, v in obj.items() if isinstance(v, torch.Tensor)}, tuple(wrapper)
 
 
 def _prefixes(keys, depth: int = 2) -> set[str]:
@@ -141,8 +154,14 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike) -> LoadReport:
     """
     net = unwrap(network)
     target = net.state_dict()
-    source, prefix_map = align_prefixes(read_state_dict(path), target)
-    report = LoadReport(path=str(path), prefix_map=prefix_map)
+    source, wrapper = read_checkpoint(path)
+    layout = recognise(source, wrapper)
+    dropped = 0
+    if layout is not None:
+        translated = layout.translate(source)
+        source, dropped = translated, len(source) - len(translated)
+    source, prefix_map = align_prefixes(source, target)
+    report = LoadReport(path=str(path), prefix_map=prefix_map, layout=layout.name if layout else None, dropped=dropped)
     for k, v in list(source.items()):
         if k in target and target[k].shape != v.shape and (adapted := adapt_input_channels(v, target[k].shape)) is not None:
             source[k] = adapted
