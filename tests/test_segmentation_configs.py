@@ -104,6 +104,19 @@ def test_brats_config_regions_network_and_msd_folds():
     assert parser_for(BRATS, "train.json", "brats2021.json")["label_scheme"] == "brats2021"
 
 
+def test_brats_regions_are_configuration_with_presets():
+    p = parser_for(BRATS, "train.json")
+    assert p.get_parsed_content("regions") == {"TC": (2, 3), "WT": (1, 2, 3), "ET": (3,)} and p.get_parsed_content("class_names") == ["TC", "WT", "ET"]
+    old = parser_for(BRATS, "train.json", label_scheme="brats2013_2017")
+    assert old.get_parsed_content("case_checks#label_values") == [0, 1, 2, 3, 4]
+    assert parser_for(BRATS, "inference.json", label_scheme="brats2013_2017").get_parsed_content("region_label_values") == {"TC": 1, "WT": 2, "ET": 4}
+    # regions of one's own (e.g. two regions): names, channel count, label checks and write-back follow
+    own = parser_for(BRATS, "train.json", regions={"tumour": [1, 2], "active": [2]}, **TINY)
+    assert own.get_parsed_content("class_names") == ["tumour", "active"] and own.get_parsed_content("num_classes") == 2
+    assert own.get_parsed_content("case_checks#label_values") == [0, 1, 2]
+    assert own.get_parsed_content("network_def")(torch.zeros(1, 4, 64, 64, 64)).shape[1] == 2
+
+
 @pytest.mark.parametrize("folder, channels", [(BTCV, 14), (BRATS, 3)], ids=["btcv", "brats"])
 def test_metadata_describes_the_output_channels(folder, channels):
     meta = json.loads((folder / "metadata.json").read_text())

@@ -9,7 +9,7 @@ import torch
 from monai.transforms import LoadImaged, Spacingd
 
 from common.data import take_fraction
-from common.transforms import BRATS_REGION_LABELS, BratsRegions, BratsRegionsd, BratsRegionsToLabel, CaseDataError, CheckSegmentationCased, LoadImageCheckedd, SaveLabelMapd, SpacingKeepExtrasd, pending_cases
+from common.transforms import REGION_PRESETS, BratsRegions, label_regions, region_label_values, region_value_names, BratsRegionsd, BratsRegionsToLabel, CaseDataError, CheckSegmentationCased, LoadImageCheckedd, SaveLabelMapd, SpacingKeepExtrasd, pending_cases
 from conftest import real_data
 
 
@@ -21,6 +21,8 @@ from conftest import real_data
         # BraTS 2018-2021: 1 necrotic core, 2 oedema, 4 enhancing
         ("brats2021", [0, 1, 2, 4], [0, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1]),
         ("brats2023", [0, 1, 2, 3], [0, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1]),
+        # BraTS 2013-2017: 1 necrosis, 2 oedema, 3 non-enhancing tumour, 4 enhancing (3 is written back as 1: see below)
+        ("brats2013_2017", [0, 1, 2, 4], [0, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1]),
     ],
 )
 def test_brats_regions_follow_each_numbering(scheme, label, tc, wt, et):
@@ -41,10 +43,38 @@ def test_brats_regions_refuse_labels_of_another_numbering(tmp_path):
     nib.save(nib.Nifti1Image(np.array([0, 1, 2, 4], np.uint8).reshape(4, 1, 1), np.eye(4)), path)
     d = LoadImageCheckedd("label", image_only=True, ensure_channel_first=True)({"label": str(path)})
     with pytest.raises(ValueError, match="BRATS_007.nii.gz"):
-        BratsRegionsd("label", scheme="msd")(d)
-    with pytest.raises(ValueError, match="unknown BraTS label scheme"):
+        BratsRegionsd("label", regions="msd")(d)
+    with pytest.raises(ValueError, match="unknown label region preset 'brats2019'"):
         BratsRegions("brats2019")
-    assert set(BRATS_REGION_LABELS) == {"msd", "brats2021", "brats2023"}
+    assert set(REGION_PRESETS) == {"msd", "brats2013_2017", "brats2021", "brats2023"}
+
+
+def test_brats_2013_regions_put_non_enhancing_tumour_in_the_core_and_write_it_back_as_core():
+    """BraTS 2013-2017: TC = {1, 3, 4}, WT = {1, 2, 3, 4}, ET = {4} (the issue's definition)."""
+    lab = torch.tensor([0, 1, 2, 3, 4]).reshape(1, -1, 1, 1)
+    regions = BratsRegions("brats2013_2017")(lab)
+    assert regions[:, :, 0, 0].tolist() == [[0, 1, 0, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]]
+    assert BratsRegionsToLabel("brats2013_2017")(regions).flatten().tolist() == [0, 1, 2, 1, 4]
+    assert region_label_values("brats2013_2017") == {"TC": 1, "WT": 2, "ET": 4}
+    assert region_value_names("brats2013_2017") == {1: "TC", 2: "WT", 4: "ET"}
+
+
+def test_regions_given_as_data_with_their_own_names_order_and_values():
+    regions = {"whole": [5, 6, 7], "active": [7]}  # any names; the channel order is the mapping's order
+    lab = torch.tensor([0, 5, 6, 7]).reshape(1, -1, 1, 1)
+    masks = BratsRegions(regions)(lab)
+    assert masks[:, :, 0, 0].tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+    assert BratsRegionsToLabel(regions)(masks).flatten().tolist() == [0, 5, 5, 7]
+    assert BratsRegionsToLabel(regions, {"whole": 6, "active": 7})(masks).flatten().tolist() == [0, 6, 6, 7]
+    assert label_regions(regions) == {"whole": (5, 6, 7), "active": (7,)}
+    with pytest.raises(ValueError, match="overlap without one containing the other"):
+        region_label_values({"a": [1, 2], "b": [2, 3]})
+    with pytest.raises(ValueError, match="no label value of its own"):
+        region_label_values({"all": [1, 2], "one": [1], "two": [2]})
+    with pytest.raises(ValueError, match="positive integer"):
+        label_regions({"TC": [0, 1]})
+    with pytest.raises(ValueError, match="one value for each region"):
+        BratsRegionsToLabel(regions, {"whole": 6})
 
 
 def test_prediction_regions_to_label_resolve_overlaps_from_inside_out():

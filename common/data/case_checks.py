@@ -42,6 +42,11 @@ class DataPreflightError(ValueError):
     """The dataset has unusable cases; the message lists each with its file and what is wrong."""
 
 
+#: the way out named when a label holds values the bundle is not configured for (bundles with their own
+#: label settings, e.g. brats_finetune's ``label_scheme``, name those instead)
+LABEL_HINT = "set num_classes / the label mapping to match the dataset"
+
+
 @dataclass(frozen=True)
 class CaseChecks:
     """What a bundle requires of its cases (mirrors its loading transforms).
@@ -59,6 +64,7 @@ class CaseChecks:
         check_labels: ``False`` ignores label files (inference, which does not read them).
         read_voxels: ``False`` checks headers only (existence, size, shape, channels, affine): fast,
             but misses truncated data, NaN/Inf, empty images and label values.
+        label_hint: the settings to change, quoted when a label holds values outside the allowed ones.
     """
 
     in_channels: int | None = None
@@ -71,6 +77,7 @@ class CaseChecks:
     channel_names: tuple[str, ...] | None = None
     check_labels: bool = True
     read_voxels: bool = True
+    label_hint: str = LABEL_HINT
 
     def __post_init__(self) -> None:
         # configs give lists; frozen + tuples keeps the checks hashable (memo key)
@@ -189,7 +196,7 @@ def _label_problems(facts: FileFacts, path: Path, checks: CaseChecks) -> list[st
     if bad.size:
         return [(
             f"label holds values {bad.astype(np.int64).tolist()[:10]} outside the {allowed} this bundle is configured for "
-            f"(set num_classes / the label mapping to match the dataset): {path}"
+            f"({checks.label_hint}): {path}"
         )]
     return []
 

@@ -4,8 +4,10 @@ from common.lazy import exports
 
 #: name -> defining module, imported on first use (see :mod:`common.lazy`)
 EXPORTS = {
-    "BRATS_REGION_LABELS": "common.transforms.brats",
-    "BRATS_REGIONS": "common.transforms.brats",
+    "REGION_PRESETS": "common.transforms.brats",
+    "label_regions": "common.transforms.brats",
+    "region_label_values": "common.transforms.brats",
+    "region_value_names": "common.transforms.brats",
     "BratsRegions": "common.transforms.brats",
     "BratsRegionsd": "common.transforms.brats",
     "BratsRegionsToLabel": "common.transforms.brats",

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from monai.transforms import MapTransform
 
+from common.data.case_checks import LABEL_HINT
+
 
 class CaseDataError(ValueError):
     """A case's image/label pair is unusable; the message names the file and what is wrong."""
@@ -36,6 +38,8 @@ class CheckSegmentationCased(MapTransform):
             use ``label_values`` instead for label maps with gaps such as BraTS).
         label_values: the allowed label values, when they are not ``0..num_classes-1``.
         channel_names: names of the expected channels, quoted in the channel-count error.
+        label_hint: the settings to change, quoted in the label-value error
+            (default :data:`common.data.case_checks.LABEL_HINT`).
     Raises:
         CaseDataError: naming the image or label file.
     """
@@ -48,8 +52,10 @@ class CheckSegmentationCased(MapTransform):
         num_classes: int | None = None,
         label_values: Sequence[int] | None = None,
         channel_names: Sequence[str] | None = None,
+        label_hint: str = LABEL_HINT,
     ) -> None:
         super().__init__([image_key, label_key], allow_missing_keys=True)
+        self.label_hint = label_hint
         self.image_key, self.label_key = image_key, label_key
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -91,6 +97,6 @@ class CheckSegmentationCased(MapTransform):
         if bad.numel():
             raise CaseDataError(
                 f"label '{lname}' holds values {bad.long().tolist()[:10]} outside the {allowed} this bundle is configured for "
-                "(set num_classes / the label mapping to match the dataset)"
+                f"({self.label_hint})"
             )
         return data
