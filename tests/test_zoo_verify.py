@@ -93,3 +93,34 @@ def test_monailabel_contract_defects_are_caught(tmp_path):
     assert not findings["monailabel"].ok
     assert "train.json: no 'validate#dataset#data'" in detail
     assert "postprocessing writes files (SaveImage)" in detail and "plain Spacingd" in detail
+
+
+TRACE_ONLY = '''
+import torch
+from torch import nn
+
+
+class TraceOnlyNet(nn.Module):
+    def __init__(self, in_channels: int = 1, out_channels: int = 14) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:  # TorchScript has no try blocks: this network traces but does not script
+            return self.conv(x)
+        except RuntimeError:
+            raise
+'''
+
+
+def test_a_network_that_only_traces_fails_as_in_the_zoo(tmp_path, monkeypatch):
+    (tmp_path / "trace_only_net.py").write_text(TRACE_ONLY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bundle = planted(tmp_path, lambda m: None)
+    infer = bundle / "configs" / "inference.json"
+    cfg = json.loads(infer.read_text())
+    cfg["network_def"] = {"_target_": "trace_only_net.TraceOnlyNet", "in_channels": 1, "out_channels": 14}
+    infer.write_text(json.dumps(cfg))
+    findings = {f.check: f for f in verify_bundle(bundle, quick=True, skip=tuple(c for c in ALL_CHECKS if c not in ("files", "json", "torchscript")))}
+    ts = findings["torchscript"]
+    assert not ts.ok and "TraceOnlyNet exported traced, not scripted" in ts.detail and "try blocks" in ts.detail, ts.detail

@@ -11,7 +11,6 @@ EXPORTS = {
     "RandIsotropicResizedCrop": "common.methods.ctfm.views",
     "nt_xent": "common.methods.ctfm.loss",
     "NTXentLoss": "common.methods.ctfm.loss",
-    "pooled_features": "common.methods.ctfm.model",
     "PooledEncoder": "common.methods.ctfm.model",
     "ProjectionHead": "common.methods.ctfm.model",
 }

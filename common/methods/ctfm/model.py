@@ -9,17 +9,12 @@ without renaming; CT-FM's own ``backbone.*`` checkpoints are re-prefixed by
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from common.engines.method_output import MethodOutput
-
-
-def pooled_features(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Global-average-pooled deepest feature map of ``encoder``: ``(N, C, D, H, W)`` -> ``(N, F)``
-    (``F = init_filters * 2**(levels-1)``, 512 for CT-FM)."""
-    deepest = encoder(images)[-1]
-    return deepest.mean(dim=(2, 3, 4))
 
 
 class PooledEncoder(nn.Module):
@@ -29,8 +24,14 @@ class PooledEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
 
+    def pool(self, images: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled deepest feature map: ``(N, C, D, H, W)`` -> ``(N, F)``
+        (``F = init_filters * 2**(levels-1)``, 512 for CT-FM). A method, not a function taking the
+        encoder, so that TorchScript can compile every model built on it."""
+        return self.encoder(images)[-1].mean(dim=(2, 3, 4))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return pooled_features(self.encoder, images)
+        return self.pool(images)
 
 
 class ProjectionHead(nn.Sequential):
@@ -54,13 +55,18 @@ class ContrastiveModel(PooledEncoder):
         super().__init__(encoder)
         self.head = head if head is not None else ProjectionHead()
 
-    def forward(self, views: torch.Tensor) -> MethodOutput | torch.Tensor:
+    def forward(self, views: torch.Tensor) -> Any:
         if views.dim() == 5:
-            return self.head(pooled_features(self.encoder, views))
+            return self.head(self.pool(views))
+        return self.view_pairs(views)
+
+    @torch.jit.unused  # training only: TorchScript (the Zoo's export) compiles the plain-batch path above
+    def view_pairs(self, views):  # noqa: ANN001, ANN201 (TorchScript cannot resolve postponed annotations on an unused method)
+        """``(B, 2, K, C, D, H, W)`` views -> ``MethodOutput(view1, view2)``, each ``(B, K, out)``."""
         if views.dim() != 7 or views.shape[1] != 2:
             raise ValueError(f"expected views of shape (B, 2, K, C, D, H, W), got {tuple(views.shape)}")
         b, _, k = views.shape[:3]
-        z = self.head(pooled_features(self.encoder, views.flatten(0, 2)))  # (B*2*K, out)
+        z = self.head(self.pool(views.flatten(0, 2)))  # (B*2*K, out)
         z = z.view(b, 2, k, -1)
         return MethodOutput(view1=z[:, 0], view2=z[:, 1])
 
@@ -79,4 +85,4 @@ class EncoderClassifier(PooledEncoder):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(pooled_features(self.encoder, images))
+        return self.head(self.pool(images))
