@@ -7,7 +7,10 @@ On one full real CT (``../shared/data/ts_ct_full``, 122x101x112 at 3 mm) with th
   window, crop, sliding-window inference, argmax, invert to the input grid, write the label map;
 - ``plain_sw_s``: MONAI's ``sliding_window_inference`` on the already preprocessed tensor with the
   same network, ROI, overlap and blending (what the bundle adds nothing to);
-- ``overhead_ratio`` = bundle_s / plain_sw_s (1.0 would mean pre/post-processing is free).
+- ``overhead_ratio`` = bundle_s / plain_sw_s (1.0 would mean pre/post-processing is free);
+- ``onnx_sw_s`` (CPU only): the same sliding window with the network exported to ONNX
+  (``common.zoo.onnx.export_onnx``) and run by ONNX Runtime's CPU provider (what
+  ``inference_onnx.json`` does), against ``plain_sw_s`` in PyTorch.
 
     python bench/bench_segmentation_inference.py [--pixdim 3.0] [--roi 96] [--overlap 0.5] [--repeats 3] [--device cpu]
 """
@@ -71,6 +74,18 @@ def main() -> None:
             sliding_window_inference(x, [args.roi] * 3, args.sw_batch_size, net, overlap=args.overlap, mode="gaussian")
 
     plain_s = median_time(plain, args.repeats, device)
+    onnx_s = None
+    if device.type == "cpu":
+        from common.zoo.onnx import OnnxRuntimeNetwork, export_onnx
+
+        net_overrides = {k: v for k, v in overrides.items() if k.startswith("network_def") or k in ("feature_size", "roi_size")}
+        export_onnx(REPO / "bundles" / "btcv_finetune", weights=str(tmp / "models" / "model.pt"), output=tmp / "model.onnx", overrides=net_overrides)
+        ort_net = OnnxRuntimeNetwork(tmp / "model.onnx", providers=["CPUExecutionProvider"])
+
+        def onnx() -> None:
+            sliding_window_inference(x, [args.roi] * 3, args.sw_batch_size, ort_net, overlap=args.overlap, mode="gaussian")
+
+        onnx_s = median_time(onnx, args.repeats, device)
     out = next((tmp / "eval" / "predictions").glob("*.nii.gz"))
     print(json.dumps({
         "benchmark": "btcv_finetune inference.json vs plain sliding_window_inference",
@@ -79,6 +94,7 @@ def main() -> None:
         "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
         "bundle_s": round(bundle_s, 3), "plain_sw_s": round(plain_s, 3), "overhead_ratio": round(bundle_s / plain_s, 3),
+        "onnx_sw_s": round(onnx_s, 3) if onnx_s is not None else None,
         "prediction": str(out.name), "repeats": args.repeats,
     }, indent=2))
 

@@ -135,7 +135,11 @@ def _medcontext(r: dict) -> list[Figure]:
 
 
 def _inference(r: dict) -> list[Figure]:
-    return [Figure("segmentation_inference", f"btcv inference.json on a full CT ({r['network']}) / plain sliding window", r["bundle_s"], "plain sliding window", r["plain_sw_s"])]
+    figures = [Figure("segmentation_inference", f"btcv inference.json on a full CT ({r['network']}) / plain sliding window", r["bundle_s"], "plain sliding window", r["plain_sw_s"])]
+    if r.get("onnx_sw_s"):
+        figures.append(Figure("segmentation_inference", f"sliding window with ONNX Runtime (CPU provider) / with PyTorch, same network and weights ({r['network']})",
+                              r["onnx_sw_s"], "PyTorch sliding window", r["plain_sw_s"]))
+    return figures
 
 
 def _ctfm(r: dict) -> list[Figure]:
