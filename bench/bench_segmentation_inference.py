@@ -76,7 +76,8 @@ def main() -> None:
     plain_s = median_time(plain, args.repeats, device)
     onnx_s = None
     if device.type == "cpu":
-        from common.zoo.onnx import OnnxRuntimeNetwork, export_onnx
+        from common.networks.onnx_runtime import OnnxRuntimeNetwork
+        from common.zoo.onnx import export_onnx
 
         net_overrides = {k: v for k, v in overrides.items() if k.startswith("network_def") or k in ("feature_size", "roi_size")}
         export_onnx(REPO / "bundles" / "btcv_finetune", weights=str(tmp / "models" / "model.pt"), output=tmp / "model.onnx", overrides=net_overrides)

@@ -27,7 +27,14 @@ FAULTS = {
     "channels": "2 channel(s) but the bundle expects",
     "air": "no foreground",
     "nan": "NaN/Inf voxel",
+    # DICOM series folders (CT datasets only)
+    "dicom_gap": "missing slice",
+    "dicom_duplicate": "duplicate slice position",
+    "dicom_mixed": "mixed series",
+    "dicom_spacing": "non-uniform slice spacing",
+    "dicom_modality": "this bundle expects CT",
 }
+DICOM_FAULTS = ("dicom_gap", "dicom_duplicate", "dicom_mixed", "dicom_spacing", "dicom_modality")
 
 
 def ct(shape: tuple[int, ...] = SHAPE, seed: int = 0, channels: int = 0) -> np.ndarray:
@@ -52,16 +59,44 @@ def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Pat
 
 
 IMAGE_FAULTS = ("missing", "empty", "truncated", "garbage", "channels", "air", "nan")
+
+
+def write_dicom_cases(img_dir: Path, lab_dir: Path) -> list[dict]:
+    """A good DICOM CT series and one series per :data:`DICOM_FAULTS`, each with a NIfTI label of its geometry."""
+    from dicom_series import write_ct_series
+
+    source = save(img_dir / "dicom_source.nii.gz", ct())
+    n = SHAPE[2]
+    entries = []
+    for name in ("dicom_good", *DICOM_FAULTS):
+        folder = img_dir / name
+        if name == "dicom_gap":
+            write_ct_series(source, folder, slices=[k for k in range(n) if k != n // 2])
+        elif name == "dicom_duplicate":
+            write_ct_series(source, folder, slices=[*range(n // 2), n // 2 - 1, *range(n // 2, n)])
+        elif name == "dicom_mixed":
+            write_ct_series(source, folder, slices=list(range(n // 2)), prefix="a")
+            write_ct_series(source, folder, slices=list(range(n // 2, n)), prefix="b")  # same volume, another SeriesInstanceUID
+        elif name == "dicom_spacing":
+            write_ct_series(source, folder, z_positions=[2.0 * k + (0.7 if k >= n // 2 else 0.0) for k in range(n)])
+        else:
+            write_ct_series(source, folder, modality="MR" if name == "dicom_modality" else "CT")
+        save(lab_dir / f"{name}.nii.gz", label())
+        entries.append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}.nii.gz"})
+    source.unlink()
+    return entries
 LABEL_FAULTS = ("shape", "affine", "labels")
 
 
-def write_bad_dataset(root: Path, num_good: int = 2, channels: int = 0, validation: str = "first", class_labels: bool = False) -> Path:
+def write_bad_dataset(root: Path, num_good: int = 2, channels: int = 0, validation: str = "first", class_labels: bool = False,
+                      dicom: bool = False) -> Path:
     """``root/dataset.json`` listing ``num_good`` good cases then one case per :data:`FAULTS` (in its order).
 
     Args:
         channels: 0 for 3D images (CT), else 4D images with that many channels (multi-sequence MRI).
         validation: ``"first"`` lists the first good case as validation, ``"all"`` every case.
         class_labels: labels are class numbers (classification), and the label faults are left out.
+        dicom: add a good DICOM series and the :data:`DICOM_FAULTS` series (3D CT only).
     """
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +128,8 @@ def write_bad_dataset(root: Path, num_good: int = 2, channels: int = 0, validati
     bad = ct(channels=channels)
     bad[5, 5, 5] = np.nan
     entries.append(pair("nan", image=bad))
+    if dicom:
+        entries += write_dicom_cases(img_dir, lab_dir)
     if class_labels:
         entries = [{"image": e["image"], "label": [i % 2]} for i, e in enumerate(entries) if not e["image"].endswith(tuple(f"{f}.nii.gz" for f in LABEL_FAULTS))]
     (root / "dataset.json").write_text(json.dumps({"training": entries, "validation": entries if validation == "all" else entries[:1]}, indent=1))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from bad_cases import FAULTS, IMAGE_FAULTS, LABEL_FAULTS, write_bad_dataset
+import re
+
+from bad_cases import DICOM_FAULTS, FAULTS, IMAGE_FAULTS, LABEL_FAULTS, write_bad_dataset
 from conftest import BUNDLES
 from monai.bundle import ConfigParser
 
@@ -46,15 +48,25 @@ CONFIGS = [
 def bad_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_matrix")
     return {
-        "ct": write_bad_dataset(root / "ct", validation="all"),
+        "ct": write_bad_dataset(root / "ct", validation="all", dicom=True),
         "brats": write_bad_dataset(root / "brats", channels=4, validation="all"),
         "class": write_bad_dataset(root / "class", validation="all", class_labels=True),
     }
 
 
+#: bundles that accept any modality (the rest are CT bundles: an MR series is a fault there)
+ANY_MODALITY = ("anatomask_pretrain", "brats_finetune", "ctfm_classification")
+
+
 def expected_faults(bundle: str, configs: list[str]) -> set[str]:
     labels_checked = bundle not in (*PRETRAINING, "ctfm_classification", "ctfm_retrieval") and "inference" not in configs
-    return set(IMAGE_FAULTS) | (set(LABEL_FAULTS) if labels_checked else set())
+    dicom = set() if BUNDLE_DATA[bundle][0] != "ct" else set(DICOM_FAULTS) - ({"dicom_modality"} if bundle in ANY_MODALITY else set())
+    return set(IMAGE_FAULTS) | (set(LABEL_FAULTS) if labels_checked else set()) | dicom
+
+
+def case_of(path: str) -> str:
+    """``.../imagesTr/good_0.nii.gz`` -> ``good_0``; a DICOM series folder ``.../imagesTr/dicom_gap`` -> ``dicom_gap``."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1].removesuffix(".nii.gz")
 
 
 def preflight_error(error: BaseException) -> DataPreflightError | None:
@@ -66,11 +78,11 @@ def preflight_error(error: BaseException) -> DataPreflightError | None:
 
 def assert_names_each_fault(message: str, faults: set[str]) -> None:
     for name in faults:
-        line = next((ln for ln in message.splitlines() if f"{name}.nii.gz" in ln), None)
+        line = next((ln for ln in message.splitlines() if re.search(rf"/{name}(\.nii\.gz)?(\b|$)", ln)), None)
         assert line is not None, f"{name} not reported:\n{message}"
         phrases = {"air": ("no foreground", "blank"), "labels": ("outside the",), "channels": ("channel(s) but the bundle expects",)}
         assert any(p in line for p in phrases.get(name, (FAULTS[name],))), line
-    assert not any(f"good_{i}.nii.gz" in message for i in range(2))
+    assert not any(f"good_{i}.nii.gz" in message for i in range(2)) and "/dicom_good" not in message
 
 
 @pytest.mark.parametrize(("bundle", "configs", "ids"), CONFIGS, ids=[f"{b}-{'+'.join(c)}" for b, c, _ in CONFIGS])
@@ -87,10 +99,13 @@ def test_bad_cases_are_all_named_before_anything_runs(tmp_path, bad_data, bundle
     for config_id in ids:
         if "inference" in configs:  # skip, keep the good cases, remember the rest for the run's summary
             files = parser.get_parsed_content(config_id)
-            kept = {str(f["image"]).rsplit("/", 1)[-1].removesuffix(".nii.gz") for f in files}
-            assert kept == {"good_0", "good_1"} | (set(LABEL_FAULTS) if kind != "class" else set())  # inference reads no labels
+            kept = {case_of(f["image"]) for f in files}
+            good = {"good_0", "good_1"} | (set(LABEL_FAULTS) if kind != "class" else set())  # inference reads no labels
+            if kind == "ct":
+                good |= {"dicom_good"} | ({"dicom_modality"} if bundle in ANY_MODALITY else set())
+            assert kept == good
             skipped = parser.get_parsed_content("case_source").skipped
-            assert {c.rsplit("/", 1)[-1].removesuffix(".nii.gz") for c in skipped} == faults
+            assert {case_of(c) for c in skipped} == faults
             assert_names_each_fault("\n".join(f"{c}: {p}" for c, ps in skipped.items() for p in ps), faults)
             continue
         with pytest.raises(Exception) as err:

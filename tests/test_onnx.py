@@ -13,7 +13,8 @@ import torch
 from conftest import BUNDLES, assert_ok, run_bundle
 from monai.bundle import ConfigParser
 
-from common.zoo.onnx import ATOL, OnnxAgreementError, OnnxRuntimeNetwork, export_onnx
+from common.networks.onnx_runtime import OnnxRuntimeNetwork
+from common.zoo.onnx import ATOL, OnnxAgreementError, export_onnx
 from common.zoo.verify import QUICK_OVERRIDES
 
 ONNX_BUNDLES = ["btcv_finetune", "brats_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"]

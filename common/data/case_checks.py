@@ -65,6 +65,9 @@ class CaseChecks:
         read_voxels: ``False`` checks headers only (existence, size, shape, channels, affine): fast,
             but misses truncated data, NaN/Inf, empty images and label values.
         label_hint: the settings to change, quoted when a label holds values outside the allowed ones.
+        modality: the DICOM ``Modality`` an image series must have (``"CT"`` for CT bundles; ``None``:
+            any). DICOM series folders are checked for missing, duplicate and unevenly spaced slices
+            and mixed series first (:func:`common.data.dicom.series_problems`).
     """
 
     in_channels: int | None = None
@@ -78,6 +81,7 @@ class CaseChecks:
     check_labels: bool = True
     read_voxels: bool = True
     label_hint: str = LABEL_HINT
+    modality: str | None = None
 
     def __post_init__(self) -> None:
         # configs give lists; frozen + tuples keeps the checks hashable (memo key)
@@ -125,6 +129,12 @@ def _read(path: Path, role: str, checks: CaseChecks) -> FileFacts:
 
 def _read_uncached(path: Path, role: str, checks: CaseChecks) -> FileFacts:
     facts = FileFacts()
+    if path.is_dir():  # a DICOM series: refuse what cannot be stacked faithfully before reading it
+        from common.data.dicom import series_problems
+
+        facts.problems = series_problems(path, checks.modality if role == "image" else None)
+        if facts.problems:
+            return facts
     try:
         if _is_nifti(path):
             import nibabel as nib

@@ -4,8 +4,8 @@ Every bundle calls :func:`resolve_cases` with its ``dataset_dir`` / ``datalist``
 
 - ``datalist`` set: a Decathlon-style JSON (``{"training": [{"image": ..., "label": ...}], ...}``);
   relative paths are resolved against ``dataset_dir`` if given, else the JSON's own folder.
-- only ``dataset_dir`` set: its ``dataset.json`` if present, else every ``*.nii``/``*.nii.gz`` below it
-  (image-only, for pretraining on unlabelled scans).
+- only ``dataset_dir`` set: its ``dataset.json`` if present, else every ``*.nii``/``*.nii.gz`` and every
+  DICOM series folder below it (image-only, for pretraining on unlabelled scans, or inference).
 - neither: the embedded synthetic phantoms (:mod:`common.data.phantoms`), and the log says so.
 
 Every file named in the chosen entries is checked up front, so a typo fails in a second with the
@@ -135,6 +135,13 @@ def find_nifti(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_nifti(p))
 
 
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """NIfTI files and DICOM series folders (:func:`common.data.dicom.find_dicom_series`) below ``folder``, sorted."""
+    from common.data.dicom import find_dicom_series
+
+    return sorted([*find_nifti(folder), *find_dicom_series(folder)])
+
+
 def resolve_cases(
     dataset_dir: str | os.PathLike | None = "",
     datalist: str | os.PathLike | None = "",
@@ -173,8 +180,11 @@ def resolve_cases(
             items = load_datalist(folder / "dataset.json", keys, base_dir=folder, check_files=check_files)
             logger.info(f"Using {len(items)} cases from {folder / 'dataset.json'} ({', '.join(keys)}).")
         else:
-            items = [{"image": str(p)} for p in find_nifti(folder)]
-            logger.info(f"Using {len(items)} NIfTI images found under {folder} (no datalist given).")
+            found = find_images(folder)
+            items = [{"image": str(p)} for p in found]
+            series = sum(p.is_dir() for p in found)
+            logger.info(f"Using {len(items)} images found under {folder} ({len(items) - series} NIfTI files, {series} DICOM series folders; "
+                        "no datalist given).")
     else:
         if phantom_kind not in PHANTOM_KINDS:
             raise ValueError(f"phantom_kind must be one of {sorted(PHANTOM_KINDS)}, got {phantom_kind!r}")

@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 def case_name(path: str | os.PathLike) -> str:
-    """File name without folder and NIfTI suffix: ``/x/img0001.nii.gz`` -> ``img0001``."""
+    """File name without folder and NIfTI suffix: ``/x/img0001.nii.gz`` -> ``img0001``; a DICOM series
+    folder keeps its whole name (``/x/1.2.840.1/`` -> ``1.2.840.1``: UIDs are full of dots)."""
     name = Path(path).name
+    if Path(path).is_dir():
+        return name
     for suffix in (".nii.gz", ".nii", ".gz"):
         if name.endswith(suffix):
             return name[: -len(suffix)]

@@ -8,9 +8,8 @@ network for the bundles' own inference workflows.
   and PyTorch on the same random batch of two and reports the largest absolute and relative
   difference; beyond ``atol + rtol * |pytorch|`` anywhere is an error. Tolerance: ``atol`` 1e-3,
   ``rtol`` 1e-3 on logits (float32; measured differences are around 1e-5, see the bundles' docs).
-- :class:`OnnxRuntimeNetwork` is an ``nn.Module`` whose forward runs an ``.onnx`` file in ONNX
-  Runtime, so ``inference_onnx.json`` swaps it in for ``network`` and every other part of the
-  bundle's inference (preprocessing, sliding window, inversion, writing) stays the same.
+- :class:`common.networks.onnx_runtime.OnnxRuntimeNetwork` (runtime code, vendored with exported
+  bundles; this module is tooling) runs the result inside the bundles' ``inference_onnx.json``.
 
 Command::
 
@@ -34,7 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+
+from common.networks.onnx_runtime import OnnxRuntimeNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -45,44 +45,6 @@ RTOL = 1e-3
 
 class OnnxAgreementError(RuntimeError):
     """ONNX Runtime's output differs from PyTorch's beyond the tolerance."""
-
-
-def _providers(providers: Sequence[str] | None) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if providers:
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise ValueError(f"ONNX Runtime providers {missing} are not available here (available: {available})")
-        return list(providers)
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-class OnnxRuntimeNetwork(nn.Module):
-    """``forward(x)`` runs ``path`` in ONNX Runtime: ``(B, C, *roi)`` float tensor -> the model's first
-    output as a tensor on ``x``'s device. Inference only (no gradients, no parameters).
-
-    Args:
-        path: the ``.onnx`` file (from :func:`export_onnx`).
-        providers: ONNX Runtime execution providers; default CUDA when available, then CPU.
-    """
-
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist: export it first with "
-                                    f"'python -m common.zoo.onnx <bundle> --output {path}'")
-        self.path = str(path)
-        self.session = ort.InferenceSession(self.path, providers=_providers(providers))
-        self.input_name = self.session.get_inputs()[0].name
-        logger.info(f"{self.path}: running in ONNX Runtime ({', '.join(self.session.get_providers())})")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().float().cpu().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
 
 
 def _parser(bundle: Path, configs: Sequence[str], overrides: Mapping[str, Any]):

@@ -1,0 +1,91 @@
+"""DICOM series in: a series written from the real CT (pydicom, in the test) reads like its NIfTI, is
+found as a case in a dataset folder, is checked for broken series, and is predicted in its geometry."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLES, assert_ok, real_data, run_bundle
+from dicom_series import write_ct_series
+from monai.bundle import ConfigParser
+from monai.transforms import LoadImage
+
+from common.data import resolve_cases
+from common.data.dicom import find_dicom_series, is_dicom_series, series_problems
+from common.transforms import LoadImageCheckedd
+
+CONFIGS = BUNDLES / "btcv_finetune" / "configs"
+
+
+@pytest.mark.parametrize("case", [("ts_ct_full", "example_ct.nii.gz"), ("msd_spleen_crop", "sub-spleen2_ct.nii.gz")], ids=["3mm_iso", "anisotropic_5mm"])
+def test_series_reads_with_the_niftis_voxels_and_affine(tmp_path, case):
+    nifti = real_data(case[0]) / case[1]
+    folder = write_ct_series(nifti, tmp_path / "series", slope=1.0, intercept=-2048.0)
+    series = LoadImage(image_only=True)(str(folder))
+    ref = LoadImage(image_only=True)(str(nifti))
+    assert series.shape == ref.shape
+    assert np.array_equal(np.asarray(series), np.round(np.asarray(ref)))  # HU back through RescaleSlope/Intercept
+    assert np.allclose(series.affine, ref.affine, atol=1e-4)
+    # and through a bundle's own loading and preprocessing (orientation, spacing, HU window, crop)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(tmp_path), "pixdim": [3.0, 3.0, 3.0]})
+    pre = parser.get_parsed_content("preprocessing")
+    a, b = pre({"image": str(folder)})["image"], pre({"image": str(nifti)})["image"]
+    assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5) and np.allclose(a.affine, b.affine, atol=1e-4)
+    assert LoadImageCheckedd("image", image_only=True, ensure_channel_first=True)({"image": str(folder)})["image"].shape[0] == 1
+
+
+def test_series_checks_name_each_broken_series(tmp_path):
+    nifti = real_data("ts_ct_small") / "example_ct_sm.nii.gz"
+    n = nib.load(nifti).shape[2]
+    good = write_ct_series(nifti, tmp_path / "good")
+    assert series_problems(good, "CT") == [] and is_dicom_series(good)
+    gap = write_ct_series(nifti, tmp_path / "gap", slices=[k for k in range(n) if k not in (10, 11)])
+    assert "about 2 missing slice(s)" in series_problems(gap)[0] and str(gap) in series_problems(gap)[0]
+    dup = write_ct_series(nifti, tmp_path / "dup", slices=[*range(n), 5])
+    assert "1 duplicate slice position(s)" in series_problems(dup)[0]
+    mixed = write_ct_series(nifti, tmp_path / "mixed", slices=list(range(15)), prefix="a")
+    write_ct_series(nifti, mixed, slices=list(range(15, n)), prefix="b")
+    assert series_problems(mixed)[0].startswith(f"mixed series: {mixed} holds 2 DICOM series")
+    uneven = write_ct_series(nifti, tmp_path / "uneven", z_positions=[3.0 * k + 0.05 * k * k for k in range(n)])
+    assert "non-uniform slice spacing" in series_problems(uneven)[0]
+    mr = write_ct_series(nifti, tmp_path / "mr", modality="MR")
+    assert series_problems(mr, "CT") == [f"modality MR but this bundle expects CT: {mr}"] and series_problems(mr) == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert series_problems(empty) == [f"no DICOM files in series folder {empty}"]
+
+
+def test_dataset_dir_finds_series_folders_and_nifti_files(tmp_path):
+    nifti = real_data("ts_ct_small") / "example_ct_sm.nii.gz"
+    write_ct_series(nifti, tmp_path / "data" / "patient1" / "1.2.840.113619.2.55")  # a UID-named series folder
+    write_ct_series(nifti, tmp_path / "data" / "patient2" / "CT")
+    nib.save(nib.load(nifti), tmp_path / "data" / "scan.nii.gz")
+    assert [p.name for p in find_dicom_series(tmp_path / "data")] == ["1.2.840.113619.2.55", "CT"]
+    items = resolve_cases(dataset_dir=str(tmp_path / "data"))
+    assert sorted(i["image"].rsplit("/", 1)[-1] for i in items) == ["1.2.840.113619.2.55", "CT", "scan.nii.gz"]
+
+
+@pytest.mark.slow
+def test_inference_on_a_series_writes_the_label_map_in_its_geometry(tmp_path):
+    nifti = real_data("ts_ct_full") / "example_ct.nii.gz"
+    write_ct_series(nifti, tmp_path / "data" / "1.3.6.1.4.1.9328.50.4.1")
+    torch.manual_seed(0)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "demo.json")])
+    (tmp_path / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "models" / "model.pt")
+    out = assert_ok(run_bundle([CONFIGS / "inference.json", CONFIGS / "demo.json"],
+                               {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "num_workers": 0}))
+    assert "1 DICOM series folders" in out
+    pred = nib.load(tmp_path / "eval" / "predictions" / "1.3.6.1.4.1.9328.50.4.1_seg.nii.gz")
+    src = nib.load(nifti)
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4)
+    assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine) and np.asarray(pred.dataobj).max() > 0
+    report = json.loads((tmp_path / "eval" / "predictions" / "failed_cases.json").read_text()) if (tmp_path / "eval" / "predictions" / "failed_cases.json").is_file() else {}
+    assert not report.get("failed")
