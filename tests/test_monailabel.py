@@ -80,7 +80,7 @@ def run_app(python: Path, app: Path, name: str, image: Path, studies: Path, cwd:
 def check_report(report: dict, bundle: Path, labels: dict) -> None:
     assert report["infer_valid"] and report["train_valid"]
     assert report["labels"] == labels  # from metadata channel_def, background left out
-    assert report["common_file"] == str(bundle / "common" / "__init__.py")  # the bundle's own copy
+    assert report["common_file"] == str(bundle / f"{bundle.name}_common" / "__init__.py") and not report["plain_common_imported"]  # its own copy
     infer = report["infer"]
     assert infer["shape"] == infer["input_shape"][:3] and infer["affine_max_abs_diff"] < 1e-4  # back on the input grid
     assert set(infer["values"]) <= {0, *labels.values()}

@@ -51,15 +51,15 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     assert not (dest / "models" / "checkpoints").exists()
     large = (dest / "large_files.yml").read_text()
     assert 'path: "models/big_ensemble.pt"' in large and 'url: "https://example.org/w/big_ensemble.pt"' in large and "hash_type: \"sha256\"" in large
-    assert (dest / "common" / "transforms" / "save.py").is_file() and not (dest / "common" / "experiments").exists()
-    assert not (dest / "common" / "methods").exists() and not (dest / "common" / "config_sources").exists()  # no method code in a fine-tuning bundle
-    vendored = json.loads((dest / "common" / "VENDORED.json").read_text())
+    assert (dest / "btcv_finetune_common" / "transforms" / "save.py").is_file() and not (dest / "btcv_finetune_common" / "experiments").exists()
+    assert not (dest / "btcv_finetune_common" / "methods").exists() and not (dest / "btcv_finetune_common" / "config_sources").exists()  # no method code in a fine-tuning bundle
+    vendored = json.loads((dest / "btcv_finetune_common" / "VENDORED.json").read_text())
     assert "transforms/save.py" in vendored["files"] and vendored["python_modules"] < vendored["of_python_modules"]
-    assert sorted(p.relative_to(dest / "common").as_posix() for p in (dest / "common").rglob("*.py")) == [f for f in vendored["files"] if f.endswith(".py")]
+    assert sorted(p.relative_to(dest / "btcv_finetune_common").as_posix() for p in (dest / "btcv_finetune_common").rglob("*.py")) == [f for f in vendored["files"] if f.endswith(".py")]
     assert "_generated_" not in json.loads((dest / "configs" / "train.json").read_text())
     with zipfile.ZipFile(zip_path) as z:
         names = set(z.namelist())
-    assert "btcv_finetune/configs/inference.json" in names and "btcv_finetune/common/paths.py" in names
+    assert "btcv_finetune/configs/inference.json" in names and "btcv_finetune/btcv_finetune_common/paths.py" in names
     with pytest.raises(FileExistsError):
         export_bundle(src, tmp_path / "dist")
 
@@ -70,7 +70,7 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     files = json.dumps([str(dest / "configs" / "inference.json"), str(dest / "configs" / "demo.json")])
     overrides = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0,
                  "run_dir": "@bundle_root",  # the exported weights, not a demo run's
-                 "run": ["$print('COMMON_FROM', pydoc.locate('common').__file__, 'ROOT', @bundle_root)", "$@evaluator.run()"]}
+                 "run": ["$print('COMMON_FROM', pydoc.locate('btcv_finetune_common').__file__, 'ROOT', @bundle_root)", "$@evaluator.run()"]}
     args = ["run", "--config_file", files]
     for k, v in overrides.items():
         args += [f"--{k}", format_override(v)]
@@ -81,13 +81,55 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     cmd = [sys.executable, "-P", "-c", launcher]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
-    assert f"COMMON_FROM {dest / 'common' / '__init__.py'} ROOT {dest}" in out
+    assert f"COMMON_FROM {dest / 'btcv_finetune_common' / '__init__.py'} ROOT {dest}" in out
     assert (dest / "eval" / "predictions" / "phantom_004_seg.nii.gz").is_file()
 
     # with this checkout installed as well (editable finder present, as on a developer's machine), the
     # bundle still imports its own copy: run() puts the bundle folder first on sys.path, and the
     # editable finder comes after the path-based one
-    probe = ["$print('COMMON_FROM', pydoc.locate('common').__file__)"]
+    probe = ["$print('COMMON_FROM', pydoc.locate('btcv_finetune_common').__file__)"]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(dest / "configs" / "inference.json"), "--run", json.dumps(probe)]
     out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
-    assert f"COMMON_FROM {dest / 'common' / '__init__.py'}" in out
+    assert f"COMMON_FROM {dest / 'btcv_finetune_common' / '__init__.py'}" in out
+
+
+def test_rename_package_rewrites_the_package_and_nothing_else():
+    from common.zoo.export import rename_package, vendored_package
+
+    src = '''"""See common.transforms.save; the common case."""
+import common
+from common.lazy import exports
+import common.data as cd
+EXPORTS = {"a": "common.transforms.brats"}
+ROOT = Path(common.__file__), getattr(common, "__version__", "")
+def f(common_x):
+    common = 1
+    return common, foo.common.bar
+'''
+    out = rename_package(src, "ab_common")
+    assert out.splitlines() == [
+        '"""See ab_common.transforms.save; the common case."""', "import ab_common as common", "from ab_common.lazy import exports",
+        "import ab_common.data as cd", 'EXPORTS = {"a": "ab_common.transforms.brats"}', 'ROOT = Path(common.__file__), getattr(common, "__version__", "")',
+        "def f(common_x):", "    common = 1", "    return common, foo.common.bar"]
+    with pytest.raises(ValueError, match="cannot be vendored under another name"):
+        rename_package("import common.data\n", "ab_common")
+    assert vendored_package("btcv_finetune") == "btcv_finetune_common" and vendored_package("3d-seg") == "b_3d_seg_common"
+
+
+@pytest.mark.slow
+def test_two_exported_bundles_import_their_own_code_in_one_process(tmp_path):
+    """A MONAI Label app serves several bundles from one process: each bundle's vendored package has its
+    own name, so neither shadows the other (the second would otherwise get the first's partial copy)."""
+    dests = {name: export_bundle(BUNDLES / name, tmp_path / "dist")[0] for name in ("btcv_finetune", "ctfm_segmentation")}
+    code = (
+        "import sys, json, pydoc; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+        f"sys.path[:0] = {[str(d) for d in dests.values()]!r}; "
+        "a = pydoc.locate('btcv_finetune_common.transforms.SaveLabelMapd'); b = pydoc.locate('ctfm_segmentation_common.transforms.SaveLabelMapd'); "
+        "print(json.dumps({'a': sys.modules[a.__module__].__file__, 'b': sys.modules[b.__module__].__file__, 'common': 'common' in sys.modules}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["a"].startswith(str(dests["btcv_finetune"] / "btcv_finetune_common"))
+    assert got["b"].startswith(str(dests["ctfm_segmentation"] / "ctfm_segmentation_common")) and not got["common"]

@@ -4,9 +4,14 @@
 from any working directory, but it evaluates a config's ``imports`` earlier, when it parses it. So
 the export:
 
-- copies the part of the ``common`` package the bundle uses into ``<bundle>/common/``, unchanged.
-  Which modules are "used" is computed, not guessed: every ``common.*`` module named in the
-  configs, then everything those modules import (``ast``), with their package ``__init__`` files;
+- copies the part of the ``common`` package the bundle uses into ``<bundle>/<name>_common/`` (e.g.
+  ``btcv_finetune_common``), renamed so that two exported bundles in one process (a MONAI Label app
+  serving both) never share, shadow or miss each other's code: Python imports a package name once
+  per process, and each bundle vendors only the modules it uses. Which modules are "used" is
+  computed, not guessed: every ``common.*`` module named in the configs, then everything those
+  modules import (``ast``), with their package ``__init__`` files. The copy is the source with its
+  package name rewritten (import statements, ``common.x`` names and module-path strings, found with
+  :mod:`tokenize`), nothing else;
 - rewrites the exported configs so that ``common`` is imported only when an expression runs: the
   ``$import common...`` entries leave ``imports``, and ``common.x.y.f`` in a ``$`` expression becomes
   ``pydoc.locate('common.x.y.f')``. ``_target_`` paths are already imported on use.
@@ -26,11 +31,13 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import logging
 import re
 import shutil
 import sys
+import tokenize
 from pathlib import Path
 
 import common
@@ -110,29 +117,79 @@ def used_modules(config_texts: list[str]) -> list[Path]:
     return sorted(files)
 
 
-def _lazy_expression(expr: str) -> str:
-    """``$common.paths.locate_bundle(x)`` -> ``$pydoc.locate('common.paths.locate_bundle')(x)``.
+def vendored_package(bundle_name: str) -> str:
+    """The vendored package's name for a bundle: ``btcv_finetune`` -> ``btcv_finetune_common``."""
+    name = re.sub(r"\W", "_", bundle_name)
+    return f"{'b_' if name[:1].isdigit() else ''}{name}_common"
+
+
+def _renamed(dotted: str, package: str) -> str:
+    return package + dotted[len("common"):]
+
+
+def _lazy_expression(expr: str, package: str = "common") -> str:
+    """``$common.paths.locate_bundle(x)`` -> ``$pydoc.locate('<package>.paths.locate_bundle')(x)``.
 
     ``pydoc.locate`` imports the module when the expression runs. (Not ``__import__``: MONAI treats
     any ``$`` string containing "import" as a candidate import statement and parses it raw.)
     """
-    return _CONFIG_MODULE_RE.sub(lambda m: f"pydoc.locate('{m.group(0)}')", expr)
+    return _CONFIG_MODULE_RE.sub(lambda m: f"pydoc.locate('{_renamed(m.group(0), package)}')", expr)
 
 
-def lazy_common_imports(config: object) -> object:
-    """A config (dict/list/str tree) whose ``common`` imports happen when expressions run, not at parse."""
+def lazy_common_imports(config: object, package: str = "common") -> object:
+    """A config (dict/list/str tree) whose ``common`` imports happen when expressions run, not at parse,
+    from the vendored ``package``; ``_target_`` module paths are renamed to it too."""
     if isinstance(config, dict):
         out = {}
         for k, v in config.items():
             if k == "imports" and isinstance(v, list):
                 v = [e for e in v if not re.match(r"^\$\s*(import|from)\s+common\b", str(e))] + ["$import pydoc"]
-            out[k] = lazy_common_imports(v)
+            elif k == "_target_" and isinstance(v, str) and _CONFIG_MODULE_RE.fullmatch(v):
+                v = _renamed(v, package)
+            out[k] = lazy_common_imports(v, package)
         return out
     if isinstance(config, list):
-        return [lazy_common_imports(v) for v in config]
+        return [lazy_common_imports(v, package) for v in config]
     if isinstance(config, str) and config.startswith("$"):
-        return _lazy_expression(config)
+        return _lazy_expression(config, package)
     return config
+
+
+def rename_package(source: str, package: str) -> str:
+    """Python ``source`` of a ``common`` module with the package renamed to ``package``.
+
+    ``from common.x import y`` -> ``from <package>.x import y``; ``import common`` -> ``import <package>
+    as common`` (so the module's own ``common.x`` references and ``getattr(common, ...)`` keep working);
+    ``import common.x as m`` -> ``import <package>.x as m``; ``common.x`` module paths inside strings
+    (lazy ``EXPORTS`` maps, ``pydoc.locate`` arguments, docstrings) are renamed. A dotted import without
+    ``as`` (``import common.x``) cannot be renamed faithfully and raises ``ValueError``.
+    """
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type not in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)]
+    edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []
+    for i, t in enumerate(tokens):
+        if t.type == tokenize.NAME and t.string == "common" and i and tokens[i - 1].string in ("import", "from"):
+            j = i + 1
+            while j + 1 < len(tokens) and tokens[j].string == "." and tokens[j + 1].type == tokenize.NAME:
+                j += 2  # the rest of the dotted name
+            aliased = j < len(tokens) and tokens[j].string == "as"
+            if tokens[i - 1].string == "from" or aliased:
+                edits.append((t.start, t.end, package))
+            elif j == i + 1:  # import common
+                edits.append((t.start, t.end, f"{package} as common"))
+            else:
+                raise ValueError(f"line {t.start[0]}: 'import common.x' without 'as' cannot be vendored under another name; "
+                                 "write 'from common import x' or 'import common.x as x'")
+        elif t.type == tokenize.STRING and _CONFIG_MODULE_RE.search(t.string):
+            edits.append((t.start, t.end, _CONFIG_MODULE_RE.sub(lambda m: _renamed(m.group(0), package), t.string)))
+    lines = source.splitlines(keepends=True)
+    for (sr, sc), (er, ec), text in sorted(edits, reverse=True):
+        if sr == er:
+            lines[sr - 1] = lines[sr - 1][:sc] + text + lines[sr - 1][ec:]
+        else:  # a multi-line string
+            head, tail = lines[sr - 1][:sc], lines[er - 1][ec:]
+            lines[sr - 1:er] = [head + text + tail]
+    return "".join(lines)
 
 
 def _sha256(path: Path) -> str:
@@ -184,6 +241,7 @@ def export_bundle(
             lines += [f'  - path: "{e["path"]}"', f'    url: "{e["url"]}"', f'    hash_val: "{e["hash_val"]}"', f'    hash_type: "{e["hash_type"]}"']
         (staging / "large_files.yml").write_text("\n".join(lines) + "\n")
 
+    package = vendored_package(name)
     texts = []
     for p in (staging / "configs").glob("*.json"):
         config = json.loads(p.read_text())
@@ -191,23 +249,26 @@ def export_bundle(
             config.pop(GENERATED_KEY, None)  # names this repository's config sources, which are not shipped
         texts.append(json.dumps(config))
         if not p.name.startswith("datalist"):
-            p.write_text(json.dumps(lazy_common_imports(config), indent=4) + "\n")
+            p.write_text(json.dumps(lazy_common_imports(config, package), indent=4) + "\n")
     files = used_modules(texts)
     for f in files:
-        target = staging / "common" / f.relative_to(PACKAGE_ROOT)
+        target = staging / package / f.relative_to(PACKAGE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
+        if f.suffix == ".py":
+            target.write_text(rename_package(f.read_text(), package))
+        else:
+            shutil.copy2(f, target)
     modules = sorted(f.relative_to(PACKAGE_ROOT).as_posix() for f in files)
     available = sum(1 for _ in PACKAGE_ROOT.rglob("*.py"))
-    manifest = {"bundle": name, "common_version": getattr(common, "__version__", ""),
+    manifest = {"bundle": name, "package": package, "renamed_from": "common", "common_version": getattr(common, "__version__", ""),
                 "python_modules": sum(m.endswith(".py") for m in modules), "of_python_modules": available, "files": modules,
                 "rule": "the modules the configs name, closed over their imports and package __init__ files; "
                         "names a package exports lazily (common.lazy) bring only their defining module"}
-    (staging / "common" / "VENDORED.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (staging / package / "VENDORED.json").write_text(json.dumps(manifest, indent=2) + "\n")
     staging.rename(dest)
     shutil.make_archive(str(zip_path.with_suffix("")), "zip", root_dir=out, base_dir=name)
-    logger.info(f"Exported {name}: {dest} ({manifest['python_modules']} of {available} Python modules of common, listed in "
-                f"common/VENDORED.json; {len(large)} large files listed) and {zip_path}")
+    logger.info(f"Exported {name}: {dest} ({manifest['python_modules']} of {available} Python modules of common as package {package}, "
+                f"listed in {package}/VENDORED.json; {len(large)} large files listed) and {zip_path}")
     return dest, zip_path
 
 

@@ -47,9 +47,10 @@ def main(app_dir: str, name: str, image: str, studies: str) -> dict:
         "values": [int(v) for v in values],
         "label_names": result_json.get("label_names"),
     }
-    import common  # the copy the bundle's configs imported while running
+    vendored = sys.modules[f"{name}_common"]  # the bundle's own copy, which its configs imported while running
 
-    report["common_file"] = common.__file__
+    report["common_file"] = vendored.__file__
+    report["plain_common_imported"] = "common" in sys.modules  # no unprefixed package: nothing for another bundle to shadow
     report["bundle_wrote_predictions"] = os.path.isdir(os.path.join(path, "eval", "predictions"))
 
     model_pt = Path(path) / "models" / "model.pt"
