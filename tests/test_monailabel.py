@@ -41,14 +41,20 @@ def monailabel_python() -> Path:
     return MONAILABEL_PYTHON
 
 
-def export_tiny(name: str, app: Path, tmp: Path) -> Path:
-    """Export ``bundles/<name>`` with :data:`TINY` baked into its configs and random weights in models/model.pt."""
+#: CPU-sized CT-FM SegResNetDS (ctfm_segmentation), as TINY is for SwinUNETR.
+TINY_SEGRESNETDS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1], "pixdim": [3.0, 3.0, 3.0], "roi_size": [64, 64, 64], "num_workers": 0,
+                    "cache_rate": 0.0, "epoch_length": 2, "num_steps": 2, "warmup_steps": 1}
+
+
+def export_tiny(name: str, app: Path, tmp: Path, tiny: dict | None = None) -> Path:
+    """Export ``bundles/<name>`` with ``tiny`` (default :data:`TINY`) baked into its configs and random weights in models/model.pt."""
+    tiny = TINY if tiny is None else tiny
     src = tmp / "src" / name
     shutil.copytree(BUNDLES / name, src, ignore=shutil.ignore_patterns("models", "eval", "runs"))
     for cfg in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(src / "configs" / cfg))
-        for key, value in TINY.items():
+        for key, value in tiny.items():
             if key.split("#")[0] in parser:
                 parser[key] = value
         ConfigParser.export_config_file(parser.config, str(src / "configs" / cfg), indent=2)
@@ -106,3 +112,74 @@ def test_btcv_finetune_in_monailabel(monailabel_python, tmp_path):
     channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     check_report(report, bundle, {v: int(k) for k, v in channels.items() if v != "background"})
 
+
+
+def _multipart(field: str, path: Path) -> tuple[bytes, str]:
+    boundary = "ssl3d-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_monailabel_server_serves_two_exported_bundles_over_http(monailabel_python, tmp_path):
+    """``monailabel start_server`` with an app holding btcv_finetune and ctfm_segmentation (each with its
+    own vendored package), then the REST calls 3D Slicer makes: ``GET /info/`` and ``POST /infer/<model>``
+    with a real CT uploaded; the returned label maps are checked and the server is stopped."""
+    import signal
+    import time
+    import urllib.request
+
+    import nibabel as nib
+    import numpy as np
+    from conftest import free_port
+
+    ct = real_data("ts_ct_full", "example_ct.nii.gz")
+    app = tmp_path / "app"
+    shutil.copytree(APP / "server_app", app)
+    names = ["btcv_finetune", "ctfm_segmentation"]
+    for name in names:
+        export_tiny(name, app, tmp_path, TINY_SEGRESNETDS if name == "ctfm_segmentation" else TINY)
+    port = free_port()
+    launcher = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+                f"sys.argv = ['monailabel', 'start_server', '--app', {str(app)!r}, '--studies', {str(tmp_path / 'studies')!r}, "
+                f"'--conf', 'models', {','.join(names)!r}, '--conf', 'zoo_source', 'github', '--conf', 'preload', 'false', "
+                f"'--host', '127.0.0.1', '--port', '{port}']; from monailabel.main import Main; Main().run()")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(APP / "shim"), "OMP_NUM_THREADS": "2"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([str(monailabel_python), "-P", "-c", launcher], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        info, deadline = None, time.monotonic() + 180
+        while info is None and time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/info/", timeout=5) as r:
+                    info = json.loads(r.read())
+            except OSError:
+                time.sleep(1)
+        assert info is not None, "the server did not answer /info/ within 180 s: " + (tmp_path / "server.log").read_text()[-3000:]
+        assert set(names) <= set(info["models"]), info["models"].keys()
+        src = nib.load(ct)
+        for name in names:
+            labels = info["models"][name]["labels"]
+            meta = json.loads((app / "model" / name / "configs" / "metadata.json").read_text())
+            channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+            assert labels == {v.lower(): int(k) for k, v in channels.items() if v.lower() != "background"}
+            body, content_type = _multipart("file", ct)
+            request = urllib.request.Request(f"{base}/infer/{name}?output=image", data=body, method="POST", headers={"Content-Type": content_type})
+            with urllib.request.urlopen(request, timeout=600) as r:
+                (tmp_path / f"{name}_pred.nii.gz").write_bytes(r.read())
+            pred = nib.load(tmp_path / f"{name}_pred.nii.gz")
+            assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4), (name, pred.shape, pred.affine)
+            values = set(np.unique(np.asarray(pred.dataobj)).astype(int).tolist())
+            assert values <= {0, *labels.values()} and len(values) > 1, (name, values)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+    assert server.returncode is not None
