@@ -89,3 +89,15 @@ def test_inference_on_a_series_writes_the_label_map_in_its_geometry(tmp_path):
     assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine) and np.asarray(pred.dataobj).max() > 0
     report = json.loads((tmp_path / "eval" / "predictions" / "failed_cases.json").read_text()) if (tmp_path / "eval" / "predictions" / "failed_cases.json").is_file() else {}
     assert not report.get("failed")
+
+
+def test_one_series_folder_per_channel_stacks_and_passes_the_checks(tmp_path):
+    """Multi-sequence MRI as one series per sequence (brats_finetune's ``image`` list): channels stack."""
+    from common.data.case_checks import CaseChecks, check_case
+
+    nifti = real_data("ts_ct_small") / "example_ct_sm.nii.gz"
+    folders = [str(write_ct_series(nifti, tmp_path / seq, modality="MR")) for seq in ("flair", "t1c")]
+    image = LoadImageCheckedd("image", image_only=True, ensure_channel_first=True)({"image": folders})["image"]
+    assert image.shape[0] == 2 and torch.equal(image[0], image[1])
+    assert check_case({"image": folders}, CaseChecks(in_channels=2)) == []
+    assert "2 channel(s) but the bundle expects 4" in check_case({"image": folders}, CaseChecks(in_channels=4))[0]
