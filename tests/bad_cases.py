@@ -27,14 +27,15 @@ FAULTS = {
     "channels": "2 channel(s) but the bundle expects",
     "air": "no foreground",
     "nan": "NaN/Inf voxel",
-    # DICOM series folders (CT datasets only)
+}
+#: DICOM series folder faults (``write_bad_dataset(dicom=True)``, 3D CT only) -> the phrase their message must contain
+DICOM_FAULTS = {
     "dicom_gap": "missing slice",
     "dicom_duplicate": "duplicate slice position",
     "dicom_mixed": "mixed series",
     "dicom_spacing": "non-uniform slice spacing",
     "dicom_modality": "this bundle expects CT",
 }
-DICOM_FAULTS = ("dicom_gap", "dicom_duplicate", "dicom_mixed", "dicom_spacing", "dicom_modality")
 
 
 def ct(shape: tuple[int, ...] = SHAPE, seed: int = 0, channels: int = 0) -> np.ndarray:

@@ -81,7 +81,7 @@ def assert_names_each_fault(message: str, faults: set[str]) -> None:
         line = next((ln for ln in message.splitlines() if re.search(rf"/{name}(\.nii\.gz)?(\b|$)", ln)), None)
         assert line is not None, f"{name} not reported:\n{message}"
         phrases = {"air": ("no foreground", "blank"), "labels": ("outside the",), "channels": ("channel(s) but the bundle expects",)}
-        assert any(p in line for p in phrases.get(name, (FAULTS[name],))), line
+        assert any(p in line for p in phrases.get(name, ({**FAULTS, **DICOM_FAULTS}[name],))), line
     assert not any(f"good_{i}.nii.gz" in message for i in range(2)) and "/dicom_good" not in message
 
 
