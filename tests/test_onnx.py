@@ -39,6 +39,7 @@ def test_export_agrees_with_pytorch_on_a_batch_of_two(bundle, tmp_path):
     assert out.shape[0] == 3 and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_a_disagreement_beyond_the_tolerance_is_an_error(tmp_path):
     with pytest.raises(OnnxAgreementError, match="differs from PyTorch"):
         export_onnx(BUNDLES / "ctfm_classification", weights="", output=tmp_path / "m.onnx", overrides=quick("ctfm_classification"), atol=0.0, rtol=0.0)
