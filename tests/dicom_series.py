@@ -54,6 +54,7 @@ def write_ct_series(nifti: str | Path, folder: str | Path, slope: float = 1.0, i
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.Modality, ds.PatientID, ds.PatientName = modality, "TEST0001", "Test^Phantom"
         ds.StudyDate = ds.SeriesDate = datetime.date(2026, 1, 1).strftime("%Y%m%d")
+        ds.StudyTime, ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "120000", "", "O", "", "1", ""
         ds.SeriesNumber, ds.InstanceNumber = 1, n + 1
         ds.ImagePositionPatient = [float(f"{v:.6f}") for v in position]
         ds.ImageOrientationPatient = [float(f"{v:.6f}") for v in (*row_dir, *col_dir)]

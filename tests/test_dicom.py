@@ -71,26 +71,6 @@ def test_dataset_dir_finds_series_folders_and_nifti_files(tmp_path):
     assert sorted(i["image"].rsplit("/", 1)[-1] for i in items) == ["1.2.840.113619.2.55", "CT", "scan.nii.gz"]
 
 
-@pytest.mark.slow
-def test_inference_on_a_series_writes_the_label_map_in_its_geometry(tmp_path):
-    nifti = real_data("ts_ct_full") / "example_ct.nii.gz"
-    write_ct_series(nifti, tmp_path / "data" / "1.3.6.1.4.1.9328.50.4.1")
-    torch.manual_seed(0)
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "demo.json")])
-    (tmp_path / "models").mkdir()
-    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "models" / "model.pt")
-    out = assert_ok(run_bundle([CONFIGS / "inference.json", CONFIGS / "demo.json"],
-                               {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "num_workers": 0}))
-    assert "1 DICOM series folders" in out
-    pred = nib.load(tmp_path / "eval" / "predictions" / "1.3.6.1.4.1.9328.50.4.1_seg.nii.gz")
-    src = nib.load(nifti)
-    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4)
-    assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine) and np.asarray(pred.dataobj).max() > 0
-    report = json.loads((tmp_path / "eval" / "predictions" / "failed_cases.json").read_text()) if (tmp_path / "eval" / "predictions" / "failed_cases.json").is_file() else {}
-    assert not report.get("failed")
-
-
 def test_one_series_folder_per_channel_stacks_and_passes_the_checks(tmp_path):
     """Multi-sequence MRI as one series per sequence (brats_finetune's ``image`` list): channels stack."""
     from common.data.case_checks import CaseChecks, check_case
@@ -101,3 +81,62 @@ def test_one_series_folder_per_channel_stacks_and_passes_the_checks(tmp_path):
     assert image.shape[0] == 2 and torch.equal(image[0], image[1])
     assert check_case({"image": folders}, CaseChecks(in_channels=2)) == []
     assert "2 channel(s) but the bundle expects 4" in check_case({"image": folders}, CaseChecks(in_channels=4))[0]
+
+
+def _btcv_labels() -> tuple[np.ndarray, np.ndarray]:
+    """ts_ct_full's TotalSegmentator map as BTCV labels (the bundle's own mapping), and its affine."""
+    mapping = json.loads((CONFIGS / "totalsegmentator_to_btcv.json").read_text())
+    seg = nib.load(real_data("ts_ct_full") / "example_seg_fast_force_split.nii.gz")
+    lookup = np.zeros(256, np.uint8)
+    lookup[mapping["label_values_in"]] = mapping["label_values_out"]
+    return lookup[np.asarray(seg.dataobj).astype(np.int64)], seg.affine
+
+
+def test_dicom_seg_references_the_series_and_holds_the_label_map_slice_by_slice(tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from common.data.dicom import dicom_files
+    from common.transforms import write_dicom_seg
+
+    folder = write_ct_series(real_data("ts_ct_full") / "example_ct.nii.gz", tmp_path / "series")
+    labels, affine = _btcv_labels()
+    names = json.loads((CONFIGS / "train.json").read_text())["class_names"]
+    path = write_dicom_seg(folder, labels, affine, {i + 1: n for i, n in enumerate(names)}, tmp_path / "seg.dcm", "btcv_finetune")
+    seg = hd.seg.segread(path)
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files(folder)]
+    assert seg.Modality == "SEG" and {s.SeriesInstanceUID for s in sources} == {seg.ReferencedSeriesSequence[0].SeriesInstanceUID}
+    assert [d.SegmentLabel for d in seg.SegmentSequence] == names
+    uids = [s.SOPInstanceUID for s in sources]
+    k_of = {s.SOPInstanceUID: int(s.InstanceNumber) - 1 for s in sources}  # write_ct_series: slice k is instance k + 1
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True)
+    expected = np.stack([labels[:, :, k_of[u]].T for u in uids])
+    assert frames.shape == expected.shape and np.array_equal(frames, expected)  # every organ voxel on its source pixel
+    assert (expected == 6).sum() > 10000  # the liver is there to be found
+
+
+@pytest.mark.slow
+def test_inference_on_a_series_writes_nifti_in_its_geometry_and_dicom_seg_when_asked(tmp_path):
+    import highdicom as hd
+
+    folder = write_ct_series(real_data("ts_ct_full") / "example_ct.nii.gz", tmp_path / "data" / "CT_SERIES")
+    torch.manual_seed(0)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "demo.json")])
+    (tmp_path / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "models" / "model.pt")
+    o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "num_workers": 0, "dicom_seg": True}
+    out = assert_ok(run_bundle([CONFIGS / "inference.json", CONFIGS / "demo.json"], o))
+    assert "1 DICOM series folders" in out  # found by dataset_dir discovery
+    pred = nib.load(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.nii.gz")
+    src = nib.load(real_data("ts_ct_full") / "example_ct.nii.gz")  # the NIfTI prediction is in the series' geometry
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4) and np.asarray(pred.dataobj).max() > 0
+    seg = hd.seg.segread(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.dcm")
+    from common.data.dicom import dicom_files
+    import pydicom
+
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files(folder)]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=[s.SOPInstanceUID for s in sources], combine_segments=True,
+                                               skip_overlap_checks=True)
+    labels = np.asarray(pred.dataobj)
+    assert np.array_equal(frames, np.stack([labels[:, :, int(s.InstanceNumber) - 1].T for s in sources]))  # the NIfTI and the SEG agree

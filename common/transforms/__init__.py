@@ -4,6 +4,8 @@ from common.lazy import exports
 
 #: name -> defining module, imported on first use (see :mod:`common.lazy`)
 EXPORTS = {
+    "SaveDicomSegd": "common.transforms.dicom_seg",
+    "write_dicom_seg": "common.transforms.dicom_seg",
     "REGION_PRESETS": "common.transforms.brats",
     "label_regions": "common.transforms.brats",
     "region_label_values": "common.transforms.brats",
