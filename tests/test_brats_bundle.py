@@ -90,7 +90,17 @@ def test_brats_2013_recipe_flair_and_t1c_from_separate_files(tmp_path, brats_roo
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)
     assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2, 4}  # BraTS 2013 numbering written back (3 becomes 1)
 
-    # without the preset the 2013 labels are refused, naming the value and the way out
-    bad = run_bundle([TRAIN, DEMO], {**o, "label_scheme": "msd", "run_dir": str(tmp_path / "msd")})
-    out = bad.stdout + bad.stderr
-    assert bad.returncode != 0 and "holds values [4] outside the [0, 1, 2, 3]" in out and "set label_scheme (msd, brats2013_2017" in out, out[-3000:]
+    # without the preset the 2013 labels are refused before training, naming the value and the way out
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(TRAIN), str(DEMO)])
+    parser.update({**o, "label_scheme": "msd", "run_dir": str(tmp_path / "msd")})
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content("train#files")
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    out = "\n".join(chain)
+    assert "holds values [4] outside the [0, 1, 2, 3]" in out and "set label_scheme (msd, brats2013_2017" in out, out[-3000:]

@@ -4,7 +4,6 @@ CPU, and the ONNX Runtime inference path (inference_onnx.json) against PyTorch i
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -17,8 +16,8 @@ from common.networks.onnx_runtime import OnnxRuntimeNetwork
 from common.zoo.onnx import ATOL, OnnxAgreementError, export_onnx
 from common.zoo.verify import QUICK_OVERRIDES
 
-ONNX_BUNDLES = ["btcv_finetune", "brats_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"]
-SEGMENTATION = ONNX_BUNDLES[:4]
+#: one bundle per network family (brats_finetune's SwinUNETR is btcv_finetune's with 4 input channels)
+ONNX_BUNDLES = ["btcv_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"]
 
 
 def quick(bundle: str) -> dict:
@@ -26,7 +25,8 @@ def quick(bundle: str) -> dict:
     cfg = BUNDLES / bundle / "configs"
     p = ConfigParser()
     p.read_config(str(cfg / ("inference.json" if (cfg / "inference.json").is_file() else "train.json")))
-    return QUICK_OVERRIDES.get(str(p["network_def"]["_target_"]).split(".")[-1], {})
+    small_roi = {"roi_size": [64, 64, 64]} if bundle == "ctfm_segmentation" else {}  # its 96x160x160 ROI only costs time here
+    return {**QUICK_OVERRIDES.get(str(p["network_def"]["_target_"]).split(".")[-1], {}), **small_roi}
 
 
 @pytest.mark.parametrize("bundle", [pytest.param(b, marks=pytest.mark.slow) if b != "ctfm_classification" else b for b in ONNX_BUNDLES])
@@ -72,8 +72,3 @@ def test_inference_onnx_json_writes_the_same_label_map_as_pytorch(tmp_path, phan
     assert a.shape == b.shape and np.allclose(nib.load(ref).affine, nib.load(got).affine)
     assert (a == b).mean() > 0.9999 and len(np.unique(a)) > 1, (a == b).mean()
 
-    # no model.onnx: stops before predicting, naming the file and the export command
-    shutil.rmtree(tmp_path / "onnx" / "models")
-    bad = run_bundle([cfg / "inference.json", cfg / "demo.json", cfg / "inference_onnx.json"],
-                     {"bundle_root": str(tmp_path), "run_dir": str(tmp_path / "onnx"), "overwrite": True, **data})
-    assert bad.returncode != 0 and "python -m common.zoo.onnx" in bad.stdout + bad.stderr
