@@ -74,11 +74,15 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)
     assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= set(range(14))
-    mtime = pred_path.stat().st_mtime_ns
-    out = assert_ok(run_bundle([INFERENCE, DEMO], inf))  # existing predictions are kept
-    assert "already have a prediction" in out and pred_path.stat().st_mtime_ns == mtime
-    assert_ok(run_bundle([INFERENCE, DEMO], {**inf, "overwrite": True}))
-    assert pred_path.stat().st_mtime_ns != mtime
+    # existing predictions are kept (nothing left to predict) unless overwrite: the config's wiring, in-process
+    # (pending_cases and SaveLabelMapd's overwrite are unit-tested in test_segmentation_transforms)
+    for overwrite, expected in ((False, 0), (True, 1)):
+        parser = ConfigParser()
+        parser.read_config([str(INFERENCE), str(DEMO)])
+        parser.update({**inf, "overwrite": overwrite})
+        assert len(parser.get_parsed_content("files")) == expected
+        saver = next(t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ == "SaveLabelMapd")
+        assert saver.overwrite is overwrite
 
     # a batch of cases with bad ones: the pre-flight check skips what it can see, loading failures are caught
     # at run time (pre-flight off); every good case is predicted, the failures are listed, the exit is non-zero
