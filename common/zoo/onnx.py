@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from common.networks.onnx_runtime import OnnxRuntimeNetwork
+from common.networks.pretrained import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +94,7 @@ def export_onnx(
     if weights:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"weights {weights} not found: train the bundle first, or pass --weights")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state.get("model"), Mapping):  # a checkpoint {"model": ..., ...} rather than the state dict itself
-            state = state["model"]
-        net.load_state_dict(state)
+        net.load_state_dict(read_state_dict(weights))  # unwraps checkpoints ({"model": ...}) and DDP's module. as the bundles' loader does
     output = Path(output) if output else bundle / "models" / "model.onnx"
     output.parent.mkdir(parents=True, exist_ok=True)
     shape = input_shape(parser, bundle)
