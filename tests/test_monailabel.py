@@ -46,8 +46,9 @@ TINY_SEGRESNETDS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1], "pixdim":
                     "cache_rate": 0.0, "epoch_length": 2, "num_steps": 2, "warmup_steps": 1}
 
 
-def export_tiny(name: str, app: Path, tmp: Path, tiny: dict | None = None) -> Path:
-    """Export ``bundles/<name>`` with ``tiny`` (default :data:`TINY`) baked into its configs and random weights in models/model.pt."""
+def export_tiny(name: str, app: Path, tmp: Path, tiny: dict | None = None, monailabel: bool = False) -> Path:
+    """Export ``bundles/<name>`` with ``tiny`` (default :data:`TINY`) baked into its configs and random weights in models/model.pt
+    (``monailabel``: metadata naming the written label map, ``python -m common.zoo.export --monailabel``)."""
     tiny = TINY if tiny is None else tiny
     src = tmp / "src" / name
     shutil.copytree(BUNDLES / name, src, ignore=shutil.ignore_patterns("models", "eval", "runs"))
@@ -63,7 +64,7 @@ def export_tiny(name: str, app: Path, tmp: Path, tiny: dict | None = None) -> Pa
     parser["bundle_root"] = str(src)
     (src / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), src / "models" / "model.pt")
-    dest, _ = export_bundle(src, app / "model")
+    dest, _ = export_bundle(src, app / "model", monailabel=monailabel)
     return dest
 
 
@@ -121,10 +122,24 @@ def _multipart(field: str, path: Path) -> tuple[bytes, str]:
     return head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def test_monailabel_server_serves_two_exported_bundles_over_http(monailabel_python, tmp_path):
-    """``monailabel start_server`` with an app holding btcv_finetune and ctfm_segmentation (each with its
-    own vendored package), then the REST calls 3D Slicer makes: ``GET /info/`` and ``POST /infer/<model>``
-    with a real CT uploaded; the returned label maps are checked and the server is stopped."""
+def _four_sequence_mr(tmp: Path) -> Path:
+    """The real MR as a 4-sequence brats_finetune input (one 4D file, the sequences differently scaled)."""
+    import nibabel as nib
+    import numpy as np
+
+    mr = nib.load(real_data("ts_mr_small", "example_mr_sm.nii.gz"))
+    data = np.asarray(mr.dataobj, dtype=np.float32)
+    path = tmp / "mr_4seq.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([data * s for s in (1.0, 0.8, 1.2, 0.6)], axis=-1), mr.affine), path)
+    return path
+
+
+def test_monailabel_server_serves_exported_bundles_over_http(monailabel_python, tmp_path):
+    """``monailabel start_server`` with an app holding btcv_finetune, ctfm_segmentation and brats_finetune,
+    each exported for MONAI Label (own vendored package, metadata naming the written label map), then
+    the REST calls 3D Slicer makes: ``GET /info/`` (label names) and ``POST /infer/<model>`` with a real
+    CT (a real MR as 4 sequences for brats_finetune) uploaded; the returned label maps are checked and
+    the server is stopped."""
     import signal
     import time
     import urllib.request
@@ -134,11 +149,12 @@ def test_monailabel_server_serves_two_exported_bundles_over_http(monailabel_pyth
     from conftest import free_port
 
     ct = real_data("ts_ct_full", "example_ct.nii.gz")
+    inputs = {"btcv_finetune": ct, "ctfm_segmentation": ct, "brats_finetune": _four_sequence_mr(tmp_path)}
     app = tmp_path / "app"
     shutil.copytree(APP / "server_app", app)
-    names = ["btcv_finetune", "ctfm_segmentation"]
+    names = list(inputs)
     for name in names:
-        export_tiny(name, app, tmp_path, TINY_SEGRESNETDS if name == "ctfm_segmentation" else TINY)
+        export_tiny(name, app, tmp_path, TINY_SEGRESNETDS if name == "ctfm_segmentation" else TINY, monailabel=True)
     port = free_port()
     launcher = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
                 f"sys.argv = ['monailabel', 'start_server', '--app', {str(app)!r}, '--studies', {str(tmp_path / 'studies')!r}, "
@@ -160,18 +176,20 @@ def test_monailabel_server_serves_two_exported_bundles_over_http(monailabel_pyth
                 time.sleep(1)
         assert info is not None, "the server did not answer /info/ within 180 s: " + (tmp_path / "server.log").read_text()[-3000:]
         assert set(names) <= set(info["models"]), info["models"].keys()
-        src = nib.load(ct)
+        # the written label maps' names and values: BTCV's organs as written (1 = spleen ...), and brats_finetune's
+        # MSD numbering (WT's own part 1, TC's 2, ET 3), not its network's region channels 0, 1, 2
+        btcv = {name.lower(): i + 1 for i, name in enumerate(ConfigParser.load_config_file(str(BUNDLES / "btcv_finetune" / "configs" / "inference.json"))["class_names"])}
+        assert info["models"]["btcv_finetune"]["labels"] == btcv == info["models"]["ctfm_segmentation"]["labels"]
+        assert info["models"]["brats_finetune"]["labels"] == {"wt": 1, "tc": 2, "et": 3}
         for name in names:
-            labels = info["models"][name]["labels"]
-            meta = json.loads((app / "model" / name / "configs" / "metadata.json").read_text())
-            channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-            assert labels == {v.lower(): int(k) for k, v in channels.items() if v.lower() != "background"}
-            body, content_type = _multipart("file", ct)
+            labels, image = info["models"][name]["labels"], inputs[name]
+            src = nib.load(image)
+            body, content_type = _multipart("file", image)
             request = urllib.request.Request(f"{base}/infer/{name}?output=image", data=body, method="POST", headers={"Content-Type": content_type})
             with urllib.request.urlopen(request, timeout=600) as r:
                 (tmp_path / f"{name}_pred.nii.gz").write_bytes(r.read())
             pred = nib.load(tmp_path / f"{name}_pred.nii.gz")
-            assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4), (name, pred.shape, pred.affine)
+            assert pred.shape == src.shape[:3] and np.allclose(pred.affine, src.affine, atol=1e-4), (name, pred.shape, pred.affine)
             values = set(np.unique(np.asarray(pred.dataobj)).astype(int).tolist())
             assert values <= {0, *labels.values()} and len(values) > 1, (name, values)
     finally:

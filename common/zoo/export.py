@@ -23,7 +23,11 @@ Weights (``models/*.pt``, not training checkpoints) are copied; files over ``max
 the Model Zoo's limit) are left out of the folder and zip and listed in ``large_files.yml`` with
 their sha256 (and ``url_prefix + name`` when given), as Model Zoo bundles do.
 
-    python -m common.zoo.export bundles/btcv_finetune --output_dir dist [--url_prefix https://...] [--overwrite]
+With ``monailabel=True`` (``--monailabel``) the exported metadata names the label map inference
+writes, the way MONAI Label reads label names (see :mod:`common.zoo.monailabel`): for an app's
+``model/`` folder, not a Model Zoo submission.
+
+    python -m common.zoo.export bundles/btcv_finetune --output_dir dist [--url_prefix https://...] [--overwrite] [--monailabel]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import common
 from common.config_sources import GENERATED_KEY  # the marker of written configs (the exporter is not vendored)
+from common.zoo.monailabel import metadata_for_monailabel, written_label_names
 
 logger = logging.getLogger(__name__)
 
@@ -201,14 +206,21 @@ def _sha256(path: Path) -> str:
 
 
 def export_bundle(
-    bundle_dir: str | Path, output_dir: str | Path, url_prefix: str = "", max_file_mb: float = MAX_FILE_MB, overwrite: bool = False
+    bundle_dir: str | Path, output_dir: str | Path, url_prefix: str = "", max_file_mb: float = MAX_FILE_MB, overwrite: bool = False,
+    monailabel: bool = False,
 ) -> tuple[Path, Path]:
-    """Write ``<output_dir>/<name>/`` and ``<output_dir>/<name>.zip``; return both paths."""
+    """Write ``<output_dir>/<name>/`` and ``<output_dir>/<name>.zip``; return both paths.
+
+    ``monailabel``: write metadata whose first output is the label map inference.json writes, so that
+    MONAI Label names its labels by the written values (:func:`common.zoo.monailabel.metadata_for_monailabel`).
+    """
     src = Path(bundle_dir).resolve()
     meta_path = src / "configs" / "metadata.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{src} is not a bundle: {meta_path} is missing")
-    name = json.loads(meta_path.read_text()).get("name") or src.name
+    meta = json.loads(meta_path.read_text())
+    name = meta.get("name") or src.name
+    label_names = written_label_names(src) if monailabel else None  # before anything is written: a bundle without it stops here
     out = Path(output_dir).resolve()
     dest, zip_path = out / name, out / f"{name}.zip"
     if (dest.exists() or zip_path.exists()) and not overwrite:
@@ -219,6 +231,8 @@ def export_bundle(
     staging = out / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(src / "configs", staging / "configs")
+    if label_names is not None:
+        (staging / "configs" / "metadata.json").write_text(json.dumps(metadata_for_monailabel(meta, label_names), indent=4) + "\n")
     for item in ("docs", "LICENSE"):
         if (src / item).is_dir():
             shutil.copytree(src / item, staging / item)
@@ -279,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url_prefix", default="", help="where large weight files will be hosted (written to large_files.yml)")
     ap.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--monailabel", action="store_true",
+                    help="for a MONAI Label app: metadata names the label map inference.json writes (label value -> name)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dest, zip_path = export_bundle(args.bundle, args.output_dir, args.url_prefix, args.max_file_mb, args.overwrite)
+    dest, zip_path = export_bundle(args.bundle, args.output_dir, args.url_prefix, args.max_file_mb, args.overwrite, args.monailabel)
     print(json.dumps({"folder": str(dest), "zip": str(zip_path)}))
     return 0
 

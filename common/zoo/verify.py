@@ -13,13 +13,17 @@ check                     what it asserts
 ``json``                  every ``configs/*.json`` parses
 ``metadata_schema``       metadata.json against the schema (field, type and pattern errors)
 ``changelog``             ``version`` is a key of ``changelog``
-``channel_def``           every input/output has one ``channel_def`` entry per channel
-``net_in_out``            MONAI's ``verify_net_in_out`` on ``network_def`` (inference.json, else train.json)
+``channel_def``           every input/output has one ``channel_def`` entry per channel (a ``labels`` output:
+                          one per label value)
+``net_in_out``            MONAI's ``verify_net_in_out`` on ``network_def`` (inference.json, else train.json);
+                          against ``outputs.network_output`` in metadata exported for MONAI Label
 ``properties_<type>``     ``ConfigWorkflow.check_properties`` for the train and inference workflows
 ``torchscript``           ``ckpt_export`` of randomly initialised weights, scripted as the Zoo does; a network
                           that only traces fails, except SwinUNETR (traced; the Zoo excuses its own the same way)
 ``monailabel``            segmentation bundles: the keys MONAI Label's bundle tasks read and override exist,
                           ``postprocessing`` writes no files, ``preprocessing`` runs on MONAI Label's data
+``monailabel_labels``     the label names MONAI Label reads from metadata match the label map inference writes
+                          (``label_map_names``); fails only in metadata exported for MONAI Label, reported otherwise
 ========================  =================================================================
 
 Command (one bundle or several; exit code 1 if any check fails)::
@@ -46,10 +50,13 @@ from typing import Any
 
 import torch
 
+from common.zoo.monailabel import NETWORK_OUTPUT_KEY, bundle_on_path, monailabel_labels, written_label_names
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("metadata.schema.json")
-ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "properties_infer", "torchscript", "monailabel")
+ALL_CHECKS = ("files", "json", "metadata_schema", "changelog", "channel_def", "net_in_out", "properties_train", "properties_infer", "torchscript", "monailabel",
+              "monailabel_labels")
 #: Networks TorchScript cannot compile, and why (they are exported by tracing at the ROI size instead).
 NOT_SCRIPTABLE = {
     "SwinUNETR": "its blocks call torch.utils.checkpoint, whose **kwargs signature TorchScript cannot compile",
@@ -124,9 +131,14 @@ def check_metadata(meta: dict) -> list[Finding]:
     bad = []
     for side in ("inputs", "outputs"):
         for name, t in meta.get("network_data_format", {}).get(side, {}).items():
-            if isinstance(t, dict) and len(t.get("channel_def", {})) != t.get("num_channels"):
+            if not isinstance(t, dict):
+                continue
+            if t.get("format") == "labels":  # a label map (common.zoo.monailabel): channel_def maps label values, not channels
+                if not all(str(k).isdigit() for k in t.get("channel_def", {})):
+                    bad.append(f"{side}/{name}: a label map's channel_def keys must be label values (0, 1, ...)")
+            elif len(t.get("channel_def", {})) != t.get("num_channels"):
                 bad.append(f"{side}/{name}: {len(t.get('channel_def', {}))} channel_def entries for num_channels {t.get('num_channels')}")
-    return [schema, log, Finding("channel_def", not bad, "; ".join(bad) if bad else "one channel_def entry per channel")]
+    return [schema, log, Finding("channel_def", not bad, "; ".join(bad) if bad else "one channel_def entry per channel (label values for a label map)")]
 
 
 def _network_config(bundle: Path) -> Path:
@@ -154,6 +166,9 @@ def check_net_in_out(bundle: Path, overrides: dict) -> list[Finding]:
     cfg = _network_config(bundle)
     try:
         config_overrides = {k: v for k, v in overrides.items() if k != "device"}  # clashes with verify_net_in_out's own argument
+        outputs = _load_json(bundle / "configs" / "metadata.json").get("network_data_format", {}).get("outputs", {})
+        if NETWORK_OUTPUT_KEY in outputs:  # exported for MONAI Label: pred is the written label map, the network is described here
+            config_overrides["_meta_#network_data_format#outputs#pred"] = outputs[NETWORK_OUTPUT_KEY]
         verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(cfg), device="cpu", **config_overrides)
     except Exception as e:  # mismatch (ValueError), missing key, network that cannot be built
         return [Finding("net_in_out", False, f"{cfg.name}: {type(e).__name__}: {e}")]
@@ -267,7 +282,29 @@ def check_monailabel(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
         if any(type(t) is Spacingd for t in pre):
             problems.append(f"{name}: plain Spacingd in preprocessing fails on MONAI Label's 'image_path' entry; use common.transforms.SpacingKeepExtrasd")
     detail = "; ".join(problems) if problems else "inference/train keys present; postprocessing writes only through SaveImaged (dropped by MONAI Label); preprocessing takes its image_path entry"
-    return [Finding("monailabel", not problems, detail)]
+    return [Finding("monailabel", not problems, detail), *_check_monailabel_labels(bundle)]
+
+
+def _check_monailabel_labels(bundle: Path) -> list[Finding]:
+    """Do the names MONAI Label reads (first output's channel_def) match the label map inference writes?
+
+    A mismatch fails only in metadata written for MONAI Label (a ``format: "labels"`` first output,
+    ``python -m common.zoo.export --monailabel``); in a Model Zoo bundle, whose ``pred`` describes the
+    network's channels, it is reported with the way out.
+    """
+    meta = _load_json(bundle / "configs" / "metadata.json")
+    try:
+        written = {n.lower(): v for v, n in sorted(written_label_names(bundle).items())}
+    except (FileNotFoundError, KeyError) as e:
+        return [Finding("monailabel_labels", True, f"not checked: {e}")]
+    read = monailabel_labels(meta)
+    if read == written:
+        return [Finding("monailabel_labels", True, f"MONAI Label's label names match the written label map: {read}")]
+    first = next(iter(meta["network_data_format"]["outputs"].values()))
+    for_monailabel = first.get("format") == "labels"
+    return [Finding("monailabel_labels", not for_monailabel,
+                    f"MONAI Label would name the labels {read}, the written label map is {written}"
+                    + ("" if for_monailabel else ": for a MONAI Label app export with `python -m common.zoo.export <bundle> --monailabel`"))]
 
 
 def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, ...] = ()) -> list[Finding]:
@@ -289,7 +326,7 @@ def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, 
     if meta is not None:
         findings += check_metadata(meta)
     runnable = all(f.ok for f in findings if f.check in ("files", "json")) and meta is not None
-    with tempfile.TemporaryDirectory(prefix="verify_bundle_") as t:
+    with tempfile.TemporaryDirectory(prefix="verify_bundle_") as t, bundle_on_path(bundle):  # an exported bundle's vendored package resolves
         tmp = Path(t)
         if runnable:
             overrides = _overrides(bundle, quick, tmp)
@@ -299,7 +336,7 @@ def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, 
                 findings += [f for f in check_properties(bundle, overrides, tmp) if f.check not in skip]
             if "torchscript" not in skip:
                 findings += check_torchscript(bundle, overrides, tmp, max_side=64 if quick else None)
-            if "monailabel" not in skip and _predicts(meta):
+            if _predicts(meta) and not {"monailabel", "monailabel_labels"} <= set(skip):
                 findings += check_monailabel(bundle, overrides, tmp)
     return [f for f in findings if f.check not in skip]
 
