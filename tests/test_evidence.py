@@ -69,6 +69,26 @@ def test_balanced_accuracy_by_hand():
     assert probes.balanced_accuracy(pred, true) == pytest.approx(0.75)
 
 
+def test_one_trained_probe_scores_every_test_set_as_separate_probes_would():
+    """The card trains each probe once and scores it on the held-out phantoms and the real scans: the
+    numbers must be those of a probe trained anew for each test set (same cases, seed and steps)."""
+    g = torch.Generator().manual_seed(0)
+
+    def case(name: str) -> tuple[str, torch.Tensor, torch.Tensor]:
+        label = torch.randint(0, 3, (1, 1, 8, 8, 8), generator=g)
+        return name, label.float() + 0.3 * torch.randn(1, 1, 8, 8, 8, generator=g), label
+
+    train, test_a, test_b = [case("t0"), case("t1")], [case("a0"), case("a1")], [case("b0")]
+    p = {"steps": 30, "points_per_case": 200, "knn_patch": 4, "k": 3}
+    shared = evidence._probe_encoder(probes.RawIntensity(), train, {"": test_a, "real_ct_": test_b}, 3, p, seed=1)
+    for prefix, test in (("", test_a), ("real_ct_", test_b)):
+        alone = evidence._probe_encoder(probes.RawIntensity(), train, {prefix: test}, 3, p, seed=1)[prefix]
+        assert shared[prefix] == alone
+        featurized = [probes.featurize(probes.RawIntensity(), [(i, lab) for _, i, lab in cases]) for cases in (train, test)]
+        assert shared[prefix]["linear"]["per_case"] == probes.linear_probe(*featurized, 3, steps=30, seed=1, points_per_case=200)["per_case"]
+        assert shared[prefix]["cases"] == [n for n, _, _ in test]
+
+
 def _phantom_cases(tmp_path: Path, n: int, pixdim: float) -> tuple[list, int]:
     from common.experiments.downstream import bundle_parser, labelled_cases
 

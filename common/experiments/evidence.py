@@ -132,20 +132,30 @@ def weights_record(weights: str) -> dict[str, Any] | None:
 PROBE_KINDS = (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy"))
 
 
-def _probe_encoder(net: torch.nn.Module, train_cases: Sequence, test_cases: Sequence, num_classes: int, p: Mapping[str, Any], seed: int) -> dict:
-    """Both probes of one frozen encoder: trained on ``train_cases``, scored on ``test_cases``."""
+def _probe_encoder(net: torch.nn.Module, train_cases: Sequence, tests: Mapping[str, Sequence], num_classes: int, p: Mapping[str, Any],
+                   seed: int) -> dict[str, dict]:
+    """Both probes of one frozen encoder, trained once on ``train_cases`` and scored on each test set of
+    ``tests`` (``{prefix: cases}``); returns ``{prefix: result}``."""
     train = probes.featurize(net, [(i, lab) for _, i, lab in train_cases])
-    test = probes.featurize(net, [(i, lab) for _, i, lab in test_cases])
-    lin = probes.linear_probe(train, test, num_classes, steps=int(p.get("steps", 200)), seed=seed, points_per_case=int(p.get("points_per_case", 5000)))
-    knn = probes.knn_probe(train, test, patch=int(p.get("knn_patch", 8)), k=int(p.get("k", 5)))
-    return {"linear": lin, "knn": knn, "cases": [n for n, _, _ in test_cases], "train_cases": [n for n, _, _ in train_cases]}
+    linear, losses = probes.fit_linear_probe(train, num_classes, steps=int(p.get("steps", 200)), seed=seed,
+                                             points_per_case=int(p.get("points_per_case", 5000)))
+    results = {}
+    for prefix, test_cases in tests.items():
+        test = probes.featurize(net, [(i, lab) for _, i, lab in test_cases])
+        dice = probes.score_linear_probe(linear, test, num_classes)
+        results[prefix] = {
+            "linear": {"dice": sum(dice) / len(dice), "per_case": dice, "train_loss": [losses[0], losses[-1]]},
+            "knn": probes.knn_probe(train, test, patch=int(p.get("knn_patch", 8)), k=int(p.get("k", 5))),
+            "cases": [n for n, _, _ in test_cases], "train_cases": [n for n, _, _ in train_cases],
+        }
+    return results
 
 
 def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
     """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed, trained on the
     labelled split and scored on the held-out cases and, when the protocol has a ``real_check``, on its
-    real scans (kinds prefixed ``real_ct_``; the same probe: same training cases, seed and steps).
-    Cached per run; the split is shared by every encoder of a seed."""
+    real scans (kinds prefixed ``real_ct_``; the same trained probe, scored on both). Cached per run and
+    test set; the split is shared by every encoder of a seed."""
     p = protocol.get("probe", {})
     real_items, label_map = real_check_items(protocol)
     probe_spec = {k: v for k, v in comparison.items() if k not in ("encoders", "finetune_overrides", "like_for_like", "baseline")}
@@ -166,20 +176,26 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, 
         tests = {"": ("validate#files", {}), "real_ct_": ("real", {"real_check": {"cases": real_items, **label_map}})} if real_items else \
             {"": ("validate#files", {})}
         for encoder, (weights, variant) in {"raw_intensity": ("", {}), **encoders}.items():
-            for prefix, (test_key, extra_spec) in tests.items():
+            caches, results = {}, {}
+            for prefix, (_, extra_spec) in tests.items():
                 name = f"{prefix and 'real_'}{encoder}"
-                cache = out / "probes" / comparison["name"] / f"{name}_seed{seed}.json"
-                same_spec(cache.parent / name, {"comparison": probe_spec, "probe": p, "weights": weights, "variant": variant, **extra_spec})
-                if cache.is_file():
-                    result = json.loads(cache.read_text())
+                caches[prefix] = out / "probes" / comparison["name"] / f"{name}_seed{seed}.json"
+                same_spec(caches[prefix].parent / name, {"comparison": probe_spec, "probe": p, "weights": weights, "variant": variant, **extra_spec})
+                if caches[prefix].is_file():
+                    results[prefix] = json.loads(caches[prefix].read_text())
+            missing = [prefix for prefix in tests if prefix not in results]
+            if missing:
+                if encoder == "raw_intensity":
+                    net = probes.RawIntensity()
                 else:
-                    if encoder == "raw_intensity":
-                        net = probes.RawIntensity()
-                    else:
-                        torch.manual_seed(seed)  # the random initialisation (scratch) and any layer the weights leave out
-                        net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
-                    result = _probe_encoder(net, load("train#files"), load(test_key), num_classes, p, seed)
-                    atomic_write_text(cache, json.dumps(result, indent=1))
+                    torch.manual_seed(seed)  # the random initialisation (scratch) and any layer the weights leave out
+                    net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
+                fresh = _probe_encoder(net, load("train#files"), {prefix: load(tests[prefix][0]) for prefix in missing}, num_classes, p, seed)
+                for prefix, result in fresh.items():
+                    atomic_write_text(caches[prefix], json.dumps(result, indent=1))
+                results.update(fresh)
+            for prefix in tests:
+                result = results[prefix]
                 for kind, key, value_key in PROBE_KINDS:
                     rows.append({"comparison": comparison["name"], "kind": prefix + kind, "encoder": encoder, "fraction": p.get("train_fraction", 1.0),
                                  "seed": seed, "value": result[key][value_key], "per_case": json.dumps(result[key]["per_case"]),

@@ -140,13 +140,11 @@ def training_points(label: torch.Tensor, n: int, generator: torch.Generator) -> 
     return torch.stack(torch.unravel_index(idx, grid), 1)
 
 
-def linear_probe(
-    train: Sequence[ProbeCase], test: Sequence[ProbeCase], num_classes: int, steps: int = 200, lr: float = 0.05, seed: int = 0,
-    points_per_case: int = 5000,
-) -> dict[str, object]:
+def fit_linear_probe(
+    train: Sequence[ProbeCase], num_classes: int, steps: int = 200, lr: float = 0.05, seed: int = 0, points_per_case: int = 5000,
+) -> tuple[LinearVoxelProbe, list[float]]:
     """Train a :class:`LinearVoxelProbe` with full-batch Adam (Dice + CE) on sampled voxels of ``train``
-    (:func:`training_points`; features standardised with their statistics); score Dice on every voxel of
-    ``test``. Returns ``{"dice": mean over test cases, "per_case": [...], "train_loss": [first, last]}``."""
+    (:func:`training_points`; features standardised with their statistics); return it and the loss per step."""
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []
     for c in train:
@@ -177,7 +175,23 @@ def linear_probe(
             head.bias.zero_()
             offset += c
         probe.heads[0].bias.copy_(linear.bias - w @ mean)
-        per_case = [dice_per_case(probe(c.features, c.label.shape[2:]), c.label, num_classes) for c in test]
+    return probe, losses
+
+
+@torch.no_grad()
+def score_linear_probe(probe: LinearVoxelProbe, test: Sequence[ProbeCase], num_classes: int) -> list[float]:
+    """Dice (:func:`dice_per_case`) of ``probe`` on every voxel of each ``test`` case."""
+    return [dice_per_case(probe(c.features, c.label.shape[2:]), c.label, num_classes) for c in test]
+
+
+def linear_probe(
+    train: Sequence[ProbeCase], test: Sequence[ProbeCase], num_classes: int, steps: int = 200, lr: float = 0.05, seed: int = 0,
+    points_per_case: int = 5000,
+) -> dict[str, object]:
+    """:func:`fit_linear_probe` on ``train``, scored on ``test``.
+    Returns ``{"dice": mean over test cases, "per_case": [...], "train_loss": [first, last]}``."""
+    probe, losses = fit_linear_probe(train, num_classes, steps, lr, seed, points_per_case)
+    per_case = score_linear_probe(probe, test, num_classes)
     return {"dice": sum(per_case) / len(per_case), "per_case": per_case, "train_loss": [losses[0], losses[-1]]}
 
 
