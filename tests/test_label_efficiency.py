@@ -47,3 +47,14 @@ def test_sweep_writes_csv_and_plot_and_resumes(tmp_path, phantom_root, monkeypat
 
     with pytest.raises(FileNotFoundError, match="pretrained weights for 'x' not found"):
         label_efficiency.main(**{**kwargs, "pretrained": {"x": str(tmp_path / "missing.pt")}})
+
+    # in process (the evidence card's default): the same run, bit for bit, and its log in train.log
+    rows3 = list(csv.DictReader(open(label_efficiency.main(**{**kwargs, "pretrained": None, "output_dir": str(tmp_path / "in_process"),
+                                                                "in_process": True}))))
+    assert rows3[0]["best_value"] == rows[0]["best_value"] and int(rows3[0]["num_train_cases"]) == 2
+    weights = [torch.load(tmp_path / d / "scratch" / "fraction_0.5" / "seed_0" / "models" / "model.pt") for d in ("sweep", "in_process")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # an override naming no config id stops an in-process run as `monai.bundle run` stops (common.cli.check_command_line)
+    with pytest.raises(RuntimeError, match="--num_stepz: no such key"):
+        label_efficiency.main(**{**kwargs, "pretrained": None, "output_dir": str(tmp_path / "typo"), "in_process": True,
+                                 "overrides": {**kwargs["overrides"], "num_stepz": 3}})

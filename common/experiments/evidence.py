@@ -90,7 +90,7 @@ def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     return path
 
 
-def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Path) -> Path:
+def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Path, in_process: bool = False) -> Path:
     """Run one pretraining bundle (reused when its weights exist); return the weights file."""
     run_dir = out / "pretraining" / name
     weights = run_dir / "models" / spec.get("weights", "encoder.pt")
@@ -100,7 +100,7 @@ def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Pat
         return weights
     bundle_dir, files = label_efficiency.bundle_config_files(spec["bundle"], spec.get("configs", []))
     args = {"bundle_root": str(bundle_dir), "run_dir": str(run_dir), "datalist": str(datalist), **spec.get("overrides", {})}
-    label_efficiency.run_bundle(files, args, run_dir / "train.log", expect=weights)
+    label_efficiency.run_bundle(files, args, run_dir / "train.log", expect=weights, in_process=in_process)
     return weights
 
 
@@ -222,7 +222,8 @@ def real_check_items(protocol: Mapping[str, Any]) -> tuple[list[dict[str, str]],
     return [{k: str(Path(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
-def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
+def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path,
+                  in_process: bool = False) -> list[dict]:
     """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
     bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
     rows = []
@@ -234,7 +235,7 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[st
                 same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []), "overrides": overrides,
                                     "weights": weights})
                 best = label_efficiency.run_one(bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
-                                                overrides, run_dir / "train.log")
+                                                overrides, run_dir / "train.log", in_process)
                 per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
                 rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                              "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
@@ -364,7 +365,7 @@ def plot(summary: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: Sequence[str] = ()) -> str:
+def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: Sequence[str] = (), in_process: bool = True) -> str:
     """Run the protocol (resuming what is finished) and write the card; return the card folder.
 
     Args:
@@ -372,6 +373,9 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         output_dir: runs, caches and (unless ``card_dir``) ``card/``.
         card_dir: where the card goes (e.g. a folder committed to the repository).
         only: run these comparisons only (names), e.g. to build a card in stages.
+        in_process: run the pretraining and fine-tuning bundles in this process (default), not one
+            subprocess each: the same runs without a Python start-up each (see
+            :func:`common.experiments.label_efficiency.run_bundle`).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     spec = json.loads(Path(protocol).read_text())
@@ -387,7 +391,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     if needed:
         datalist = pretraining_datalist(spec, out)
         for name in sorted(needed):
-            pretrained[name] = run_pretraining(name, spec["pretraining"][name], datalist, out)
+            pretrained[name] = run_pretraining(name, spec["pretraining"][name], datalist, out, in_process)
     rows: list[dict] = []
     provenance = {}
     for comparison in comparisons:
@@ -395,7 +399,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         provenance[comparison["name"]] = {e: {"weights": w, "overrides": o, "record": weights_record(w)} for e, (w, o) in encoders.items()}
         if comparison.get("probes", True):
             rows += probe_runs(comparison, encoders, spec, out)
-        rows += finetune_runs(comparison, encoders, spec, out)
+        rows += finetune_runs(comparison, encoders, spec, out, in_process)
         atomic_write_text(card / "runs.csv", _csv(rows, RUN_FIELDS))
     summary = summarize(rows, {c["name"]: c["baseline"] for c in comparisons})
     atomic_write_text(card / "summary.csv", _csv(summary, SUMMARY_FIELDS))
