@@ -1,11 +1,12 @@
 """One command that compares the methods' pretraining under one protocol and writes a results card.
 
-For each pretraining in the protocol it runs the bundle (``python -m monai.bundle run``) on the
-protocol's unlabelled cases; then for each comparison (a downstream bundle and its encoders: scratch
+For each pretraining in the protocol it runs the bundle (what ``python -m monai.bundle run`` runs, in
+this process by default; bit-identical to a subprocess run) on the protocol's unlabelled cases; then for each comparison (a downstream bundle and its encoders: scratch
 and the pretrained weights that transfer to its network, or two training variants) it runs
 
 - frozen probes (:mod:`common.experiments.probes`) per encoder and seed, plus the raw-intensity
-  floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy;
+  floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy, each
+  trained once and scored on the held-out phantoms and the protocol's real scans;
 - fine-tuning (with the comparison's ``overrides`` and ``finetune_overrides``; the probes see only
   ``overrides``) at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
   the bundle's own ``train.json``), the same ``train_fraction``/``fraction_seed`` split for every
