@@ -3,13 +3,18 @@
 MONAI's ``bundle_root`` is conventionally ``"."`` (run from inside the bundle). In this collection a
 bundle may be run from the repository root (``--config_file bundles/<name>/configs/train.json``), from
 inside its folder, or from anywhere once ``common`` is installed (``pip install -e .``); an exported
-standalone bundle carries its own copy of ``common``. :func:`locate_bundle` resolves all of these.
+standalone bundle carries its own copy of ``common``. :func:`locate_bundle` resolves all of these;
+:func:`bundle_on_path` puts a bundle folder on ``sys.path`` for code that reads an exported bundle's
+configs outside ``monai.bundle run``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import common
@@ -46,3 +51,16 @@ def locate_bundle(name: str) -> str:
             return str(c.resolve())
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"cannot find bundle '{name}' (tried {tried}); pass --bundle_root <folder of the bundle>")
+
+
+@contextlib.contextmanager
+def bundle_on_path(bundle_dir: str | Path) -> Iterator[None]:
+    """The bundle folder on ``sys.path`` (as ``ConfigWorkflow.run`` and MONAI Label put it there), so an
+    exported bundle's vendored package resolves."""
+    root = str(Path(bundle_dir).resolve())
+    sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(root)

@@ -1,8 +1,9 @@
 """One command that compares the methods' pretraining under one protocol and writes a results card.
 
 For each pretraining in the protocol it runs the bundle (what ``python -m monai.bundle run`` runs, in
-this process by default; bit-identical to a subprocess run) on the protocol's unlabelled cases; then for each comparison (a downstream bundle and its encoders: scratch
-and the pretrained weights that transfer to its network, or two training variants) it runs
+this process by default; bit-identical to a subprocess run) on the protocol's unlabelled cases; then
+for each comparison (a downstream bundle and its encoders: scratch and the pretrained weights that
+transfer to its network, or two training variants) it runs
 
 - frozen probes (:mod:`common.experiments.probes`) per encoder and seed, plus the raw-intensity
   floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy, each

@@ -2,8 +2,8 @@
 weights, with several seeds; write a CSV and a PNG of Dice against labelled fraction.
 
 Every run is the bundle's own ``train.json`` through ``python -m monai.bundle run`` in a subprocess
-(or, ``in_process``, the same ``ConfigWorkflow`` in this process), with ``train_fraction``, ``fraction_seed``, ``seed`` and ``pretrained`` overridden and its outputs
-in ``<output_dir>/<init>/fraction_<f>/seed_<s>/``. A run whose ``models/best_metric.json`` exists is
+(or, ``in_process``, the same ``ConfigWorkflow`` in this process), with ``train_fraction``,
+``fraction_seed``, ``seed`` and ``pretrained`` overridden and its outputs in ``<output_dir>/<init>/fraction_<f>/seed_<s>/``. A run whose ``models/best_metric.json`` exists is
 not repeated, and the CSV is rewritten after each run, so an interrupted sweep resumes and loses
 nothing. Example (embedded phantoms, CPU-sized)::
 

@@ -19,12 +19,12 @@ network against instead.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from common.paths import bundle_on_path
 
 #: inference-config id of ``{label value: name}`` for the label map the bundle writes (also DICOM-SEG's segments)
 LABEL_MAP_KEY = "label_map_names"
@@ -40,19 +40,6 @@ def monailabel_labels(meta: Mapping[str, Any]) -> dict[str, int]:
         return {}
     first = next(iter(outputs.values()))
     return {str(v).lower(): int(k) for k, v in first.get("channel_def", {}).items() if str(v).lower() != "background"}
-
-
-@contextlib.contextmanager
-def bundle_on_path(bundle_dir: str | Path) -> Iterator[None]:
-    """The bundle folder on ``sys.path`` (as ``ConfigWorkflow.run`` and MONAI Label put it there), so an
-    exported bundle's vendored package resolves."""
-    root = str(Path(bundle_dir).resolve())
-    sys.path.insert(0, root)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(root)
 
 
 def written_label_names(bundle_dir: str | Path) -> dict[int, str]:

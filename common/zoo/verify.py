@@ -50,7 +50,8 @@ from typing import Any
 
 import torch
 
-from common.zoo.monailabel import NETWORK_OUTPUT_KEY, bundle_on_path, monailabel_labels, written_label_names
+from common.paths import bundle_on_path
+from common.zoo.monailabel import NETWORK_OUTPUT_KEY, monailabel_labels, written_label_names
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +161,13 @@ def _overrides(bundle: Path, quick: bool, tmp: Path) -> dict:
     return o
 
 
-def check_net_in_out(bundle: Path, overrides: dict) -> list[Finding]:
+def check_net_in_out(bundle: Path, meta: dict, overrides: dict) -> list[Finding]:
     from monai.bundle import verify_net_in_out
 
     cfg = _network_config(bundle)
     try:
         config_overrides = {k: v for k, v in overrides.items() if k != "device"}  # clashes with verify_net_in_out's own argument
-        outputs = _load_json(bundle / "configs" / "metadata.json").get("network_data_format", {}).get("outputs", {})
+        outputs = meta.get("network_data_format", {}).get("outputs", {})
         if NETWORK_OUTPUT_KEY in outputs:  # exported for MONAI Label: pred is the written label map, the network is described here
             config_overrides["_meta_#network_data_format#outputs#pred"] = outputs[NETWORK_OUTPUT_KEY]
         verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(cfg), device="cpu", **config_overrides)
@@ -251,7 +252,7 @@ def _transforms(compose: Any) -> list:
     return [t for c in inner for t in _transforms(c)]
 
 
-def check_monailabel(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
+def check_monailabel(bundle: Path, meta: dict, overrides: dict, tmp: Path) -> list[Finding]:
     """MONAI Label ``monaibundle`` app contract (see ``monailabel.tasks.{infer,train}.bundle``).
 
     Its infer task runs ``preprocessing``, ``inferer`` and ``postprocessing`` minus ``SaveImaged``
@@ -282,17 +283,16 @@ def check_monailabel(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
         if any(type(t) is Spacingd for t in pre):
             problems.append(f"{name}: plain Spacingd in preprocessing fails on MONAI Label's 'image_path' entry; use common.transforms.SpacingKeepExtrasd")
     detail = "; ".join(problems) if problems else "inference/train keys present; postprocessing writes only through SaveImaged (dropped by MONAI Label); preprocessing takes its image_path entry"
-    return [Finding("monailabel", not problems, detail), *_check_monailabel_labels(bundle)]
+    return [Finding("monailabel", not problems, detail), *_check_monailabel_labels(bundle, meta)]
 
 
-def _check_monailabel_labels(bundle: Path) -> list[Finding]:
+def _check_monailabel_labels(bundle: Path, meta: dict) -> list[Finding]:
     """Do the names MONAI Label reads (first output's channel_def) match the label map inference writes?
 
     A mismatch fails only in metadata written for MONAI Label (a ``format: "labels"`` first output,
     ``python -m common.zoo.export --monailabel``); in a Model Zoo bundle, whose ``pred`` describes the
     network's channels, it is reported with the way out.
     """
-    meta = _load_json(bundle / "configs" / "metadata.json")
     try:
         written = {n.lower(): v for v, n in sorted(written_label_names(bundle).items())}
     except (FileNotFoundError, KeyError) as e:
@@ -331,13 +331,13 @@ def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, 
         if runnable:
             overrides = _overrides(bundle, quick, tmp)
             if "net_in_out" not in skip:
-                findings += check_net_in_out(bundle, overrides)
+                findings += check_net_in_out(bundle, meta, overrides)
             if "properties_train" not in skip or "properties_infer" not in skip:
                 findings += [f for f in check_properties(bundle, overrides, tmp) if f.check not in skip]
             if "torchscript" not in skip:
                 findings += check_torchscript(bundle, overrides, tmp, max_side=64 if quick else None)
             if _predicts(meta) and not {"monailabel", "monailabel_labels"} <= set(skip):
-                findings += check_monailabel(bundle, overrides, tmp)
+                findings += check_monailabel(bundle, meta, overrides, tmp)
     return [f for f in findings if f.check not in skip]
 
 
