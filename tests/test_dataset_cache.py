@@ -67,6 +67,21 @@ def test_segmentation_bundle_caches_image_and_label_on_disk(tmp_path, phantom_ro
     assert set(torch.unique(case["label"]).tolist()) <= set(range(14))
 
 
+def test_disk_and_memory_caches_draw_the_same_random_crops(tmp_path, phantom_root):
+    """A seeded run's numbers do not depend on the cache mode: MONAI's DataLoader seeds the random
+    transforms of a disk-cached dataset with the seed a CacheDataset's get."""
+    from monai.data import DataLoader
+
+    def crops(cache: str) -> list[torch.Tensor]:
+        dataset = bundle_parser("subfore_pretrain", tmp_path, phantom_root, cache=cache).get_parsed_content("train#dataset")
+        torch.manual_seed(7)  # the DataLoader draws its transforms' seed from torch's generator
+        return [batch["image"] for _ in range(2) for batch in DataLoader(dataset, batch_size=1, num_workers=0)]
+
+    memory, disk = crops("memory"), crops("disk")
+    assert len(memory) == 8 and all(torch.equal(a, b) for a, b in zip(memory, disk))
+    assert not torch.equal(memory[0], memory[4])  # the crops are random: the same case, another epoch
+
+
 def test_memory_and_none_modes(tmp_path, phantom_root):
     memory = bundle_parser("subfore_pretrain", tmp_path, phantom_root, cache="memory").get_parsed_content("train#dataset")
     none = bundle_parser("subfore_pretrain", tmp_path, phantom_root, cache="none").get_parsed_content("train#dataset")

@@ -79,6 +79,22 @@ def _first_uncachable(transform: Compose) -> int:
     return len(transform.transforms) if index is None else index
 
 
+class _RandomTail(Dataset):
+    """``Dataset(cached_head, tail)`` whose random transforms get the seed ``CacheDataset``'s would.
+
+    MONAI's ``DataLoader`` seeds a dataset's random transforms with ``set_rnd``, which walks the
+    dataset's attributes in order and gives each ``set_random_state`` it meets the next seed: here it
+    would seed the cached head's ``Compose`` first and the random tail with ``seed + 1``, so a run with
+    ``cache: disk`` would draw other crops than the same run with ``cache: memory``. Answering
+    ``set_random_state`` here hands the tail the seed itself (the head has no random transform), so
+    the cache mode does not change a seeded run's numbers (tested).
+    """
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _RandomTail:
+        self.transform.set_random_state(seed=seed, state=state)
+        return self
+
+
 def make_dataset(
     data: Sequence[dict],
     transform: Compose,
@@ -107,4 +123,4 @@ def make_dataset(
     tail = transform.transforms[split:]
     persistent = PersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)
     # the random tail keeps its transform objects, so checkpointed generator states (RNGState) still reach them
-    return Dataset(persistent, Compose(tail)) if tail else persistent
+    return _RandomTail(persistent, Compose(tail)) if tail else persistent
