@@ -199,3 +199,42 @@ def test_one_training_step_with_swinunetr():
     assert torch.isfinite(loss) and float(loss_fn.terms["context"]) > 0
     moved = [not torch.equal(a, b) for a, b in zip(teacher_before, model.teacher.parameters())]
     assert any(moved)  # the teacher followed the updated student
+
+
+@pytest.mark.parametrize("make", [tiny_unetr, tiny_segresnet])
+def test_supervised_setting_skips_passes_without_changing_loss_or_gradients(make):
+    """mask_ratio 0 and beta 0 (a comparison's supervised baseline): one student pass and no teacher
+    pass give the loss and the gradients of the full computation (both passes, context term at weight 0)."""
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 1, 32, 32, 32), torch.randint(0, 3, (2, 1, 32, 32, 32))
+    fast = MedContextModel(make(), mask_ratio=0.0, teacher_logits=False).train()
+    full = MedContextModel(make(), mask_ratio=0.0).train()
+    full.load_state_dict(fast.state_dict())
+    calls = {"student": 0, "teacher": 0}
+    for name in calls:
+        getattr(fast, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    # the full computation by hand: both student passes run, the teacher's logits feed a weight-0 term
+    out = full(x)
+    _, masked = full._student_masked(x, out.grid_mask, batched=False)
+    assert out.teacher is not None and not out.grid_mask.any()
+    seg = DiceCELoss(to_onehot_y=True, softmax=True)
+    full_loss = MedContextLoss(seg, beta=0.0)(MethodOutput(out, student_masked=masked), y)
+    full_loss.backward()
+    fast_loss_fn = MedContextLoss(seg, beta=0.0)
+    fast_loss = fast_loss_fn(fast(x), y)
+    fast_loss.backward()
+    assert calls == {"student": 1, "teacher": 0}
+    torch.testing.assert_close(fast_loss, full_loss)
+    assert math.isnan(float(fast_loss_fn.terms["context"]))
+    for (name, a), b in zip(fast.student.named_parameters(), full.student.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_no_teacher_logits_with_a_context_weight_is_refused():
+    torch.manual_seed(0)
+    model = MedContextModel(tiny_segresnet(), mask_ratio=0.5, teacher_logits=False).train()
+    x, y = torch.rand(1, 1, 32, 32, 32), torch.randint(0, 3, (1, 1, 32, 32, 32))
+    with pytest.raises(ValueError, match="beta is 0.5 but the model computed no teacher logits"):
+        MedContextLoss(lambda a, b: a.mean(), beta=0.5)(model(x), y)

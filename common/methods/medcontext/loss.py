@@ -4,7 +4,10 @@
 
 ``S`` is the segmentation loss (DiceCE), ``MSE`` the mean over every logit, and ``||.||_2`` the
 Euclidean norm of the whole teacher logit tensor of the batch, as in the reference implementation.
-The teacher's logits carry no gradient.
+The teacher's logits carry no gradient. When the model gives no teacher logits (``teacher`` None, its
+``teacher_logits`` off) the context term is not computed: ``beta`` must then be 0, and the logged
+``context`` term is NaN (not measured). When the masked logits are the clean ones (the same tensor:
+``mask_ratio`` 0) the segmentation loss is computed once and counted twice, as the formula says.
 """
 
 from __future__ import annotations
@@ -40,8 +43,16 @@ class MedContextLoss(nn.Module):
     def forward(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
         output = require(output, OUTPUT_KEYS, "MedContextLoss")
         seg_clean = self.seg_loss(output.student, target)
-        seg_masked = self.seg_loss(output.student_masked, target)
-        context = context_loss(output.teacher, output.student_masked)
+        seg_masked = seg_clean if output.student_masked is output.student else self.seg_loss(output.student_masked, target)
+        if output.teacher is None:
+            if self.beta != 0:
+                raise ValueError(f"MedContextLoss: beta is {self.beta} but the model computed no teacher logits "
+                                 "(MedContextModel teacher_logits=False); turn teacher_logits on or set beta to 0")
+            context = torch.full_like(seg_clean, float("nan"))
+            total = seg_clean + seg_masked
+        else:
+            context = context_loss(output.teacher, output.student_masked)
+            total = seg_clean + seg_masked + self.beta * context
         # detached tensors: converting here would synchronise the GPU every step; loggers call float()
         self.terms = {"seg_clean": seg_clean.detach(), "seg_masked": seg_masked.detach(), "context": context.detach()}
-        return seg_clean + seg_masked + self.beta * context
+        return total

@@ -16,6 +16,12 @@ Masking (a :func:`common.methods.medcontext.tube_mask` on the ``patch_size`` gri
 the second half). It equals two passes for networks without batch-statistics layers (instance/group/
 layer norm); with BatchNorm the statistics are pooled over both halves, so turn it off there if
 that matters.
+
+Degenerate settings cost no more than what they compute (the supervised baseline of a comparison):
+with ``mask_ratio`` 0 the masked input is the clean input, so the masked pass is the clean pass and
+is not run again (``student_masked`` is ``student``, the same tensor); with ``teacher_logits`` off
+(the bundle's ``beta`` 0: only the context term reads them) the teacher's forward is skipped and
+``teacher`` is None. The teacher is still the student's EMA either way.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class MedContextModel(nn.Module):
         mask_space: ``"token"``, ``"input"`` or ``"auto"`` (token when a patch embedding is found).
         per_sample_mask: one mask per sample instead of one per batch (the reference draws one per batch).
         batched_student: both student passes in one forward (see the module docstring).
+        teacher_logits: compute the teacher's logits in the training forward (the context term's
+            target); off, ``teacher`` is None (see the module docstring).
     """
 
     def __init__(
@@ -66,6 +74,7 @@ class MedContextModel(nn.Module):
         mask_space: str = "auto",
         per_sample_mask: bool = False,
         batched_student: bool = True,
+        teacher_logits: bool = True,
     ) -> None:
         super().__init__()
         if mask_space not in ("auto", "token", "input"):
@@ -78,6 +87,7 @@ class MedContextModel(nn.Module):
         self.patch_size = patch_size
         self.per_sample_mask = per_sample_mask
         self.batched_student = batched_student
+        self.teacher_logits = teacher_logits
         embedding = find_patch_embedding(network)
         if mask_space == "token" and embedding is None:
             raise ValueError(f"mask_space 'token' needs a ViT patch embedding; {type(network).__name__} has none (use 'input')")
@@ -148,11 +158,16 @@ class MedContextModel(nn.Module):
         if not self.training:
             return self.student(images)
         mask = self.make_mask(images)
-        clean, masked = self._student_masked(images, mask, self.batched_student)
-        if clean is None:
-            clean = self.student(images)
-        with torch.no_grad():
-            teacher = self.teacher(images)
+        if self.mask_ratio == 0.0:  # nothing masked: the masked pass would repeat the clean one
+            clean = masked = self.student(images)
+        else:
+            clean, masked = self._student_masked(images, mask, self.batched_student)
+            if clean is None:
+                clean = self.student(images)
+        teacher = None
+        if self.teacher_logits:
+            with torch.no_grad():
+                teacher = self.teacher(images)
         return MethodOutput(student=clean, student_masked=masked, teacher=teacher, grid_mask=mask)
 
     def update_teacher(self, momentum: float) -> None:
