@@ -149,3 +149,12 @@ def test_medcontext_shares_btcv_data_metrics_and_outputs_except_documented_keys(
         assert m_inf[key] == b_inf[key], key
     assert m_inf["network_def"] == mc["network_def"] and m_inf["pixdim"] == mc["pixdim"]
     assert load("medcontext_unetr", "evaluate.json")["validate#files"] == load("btcv_finetune", "evaluate.json")["validate#files"]
+
+
+@pytest.mark.parametrize("folder", [BTCV, BRATS, MEDCONTEXT], ids=["btcv", "brats", "medcontext"])
+def test_validation_nsd_switches_the_surface_metric_and_its_report_columns(folder):
+    for on in (True, False):
+        p = parser_for(folder, "train.json", validation_nsd=on, device="$torch.device('cpu')")
+        metrics = p.get_parsed_content("validate#evaluator#additional_metrics")
+        report = p.get_parsed_content("validate#report")
+        assert ("val_nsd" in metrics) is on and report.metrics == (["val_mean_dice", "val_nsd"] if on else ["val_mean_dice"])
