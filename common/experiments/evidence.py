@@ -11,7 +11,9 @@ transfer to its network, or two training variants) it runs
 - fine-tuning (with the comparison's ``overrides`` and ``finetune_overrides``; the probes see only
   ``overrides``) at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
   the bundle's own ``train.json``), the same ``train_fraction``/``fraction_seed`` split for every
-  encoder;
+  encoder; the runs share one disk cache of preprocessed cases (``<output_dir>/cache``, the bundles'
+  ``cache: disk``, which draws the same random crops as the default memory cache), so each case is
+  preprocessed once for the whole card, not once a run (a comparison's own ``cache`` override wins);
 
 and writes ``<output_dir>/card/``: ``runs.csv`` (every run), ``summary.csv`` and ``README.md``
 (means with 95% t intervals over seeds, bootstrap intervals over held-out cases for the probes, and
@@ -236,8 +238,10 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[st
                 overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **variant}
                 same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []), "overrides": overrides,
                                     "weights": weights})
+                # where preprocessed cases are kept changes no number (tested), so it is not part of the spec
+                cache = {} if "cache" in overrides else {"cache": "disk", "cache_dir": str(out / "cache")}
                 best = label_efficiency.run_one(bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
-                                                overrides, run_dir / "train.log", in_process)
+                                                {**overrides, **cache}, run_dir / "train.log", in_process)
                 per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
                 rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                              "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),

@@ -54,24 +54,40 @@ class RawIntensity(nn.Module):
         return image
 
 
+class _TapsDone(Exception):
+    """Raised by the last feature tap to fire: the rest of the network (the decoder) is not needed."""
+
+
 @torch.no_grad()
 def encoder_features(network: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
     """The frozen encoder's scales for ``image`` ``(B, C, D, H, W)``: ``[(B, C_i, D_i, H_i, W_i)]``.
 
-    Runs ``network`` in eval mode with forward hooks on :data:`FEATURE_TAPS` of its class (the
-    decoder also runs; its output is dropped).
+    Runs ``network`` in eval mode with forward hooks on :data:`FEATURE_TAPS` of its class; the
+    forward stops once every tap has fired (the decoder would only be thrown away: it is most of a
+    U-Net's compute at full resolution).
     """
     if isinstance(network, RawIntensity):
         return [image.float()]
     name = type(network).__name__
     if name not in FEATURE_TAPS:
         raise ValueError(f"no feature taps for {name}; add it to common.experiments.probes.FEATURE_TAPS ({sorted(FEATURE_TAPS)})")
+    taps = FEATURE_TAPS[name](network)
     found: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: found.extend(_tensors(out))) for m in FEATURE_TAPS[name](network)]
+    fired: set[int] = set()
+
+    def hook(module: nn.Module, _inputs: object, out: object) -> None:
+        found.extend(_tensors(out))
+        fired.add(id(module))
+        if len(fired) == len(taps):
+            raise _TapsDone
+
+    hooks = [m.register_forward_hook(hook) for m in taps]
     was_training = network.training
     network.eval()
     try:
         network(image)
+    except _TapsDone:
+        pass
     finally:
         for h in hooks:
             h.remove()
