@@ -158,3 +158,12 @@ def test_validation_nsd_switches_the_surface_metric_and_its_report_columns(folde
         metrics = p.get_parsed_content("validate#evaluator#additional_metrics")
         report = p.get_parsed_content("validate#report")
         assert ("val_nsd" in metrics) is on and report.metrics == (["val_mean_dice", "val_nsd"] if on else ["val_mean_dice"])
+
+
+@pytest.mark.parametrize("overlay, mask_ratio, expected", [("swinunetr.json", 0.6, False), ("swinunetr.json", 0.0, True), (None, 0.6, True)])
+def test_medcontext_ddp_finds_unused_parameters_when_some_take_no_part(overlay, mask_ratio, expected):
+    """DDP fails at the second step on a parameter without a gradient: UNETR's unused transformer
+    layers, and the mask token when nothing is masked (the supervised baseline)."""
+    names = ["train.json", *([overlay] if overlay else []), "multi_gpu_train.json"]
+    p = parser_for(MEDCONTEXT, *names, mask_ratio=mask_ratio, **({"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4} if not overlay else {}))
+    assert p.get_parsed_content("network#find_unused_parameters") is expected
