@@ -16,7 +16,7 @@ from common.networks import encoder_state_dict
 pytestmark = pytest.mark.slow
 
 
-def test_sweep_writes_csv_and_plot_and_resumes(tmp_path, phantom_root, monkeypatch):
+def test_sweep_writes_csv_and_plot_and_resumes(tmp_path, phantom_root, monkeypatch, capfd):
     pre = ConfigParser()
     pre.read_config(str(BUNDLES / "subfore_pretrain" / "configs" / "train.json"))
     pre.update({"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "bundle_root": str(tmp_path)})
@@ -48,9 +48,14 @@ def test_sweep_writes_csv_and_plot_and_resumes(tmp_path, phantom_root, monkeypat
     with pytest.raises(FileNotFoundError, match="pretrained weights for 'x' not found"):
         label_efficiency.main(**{**kwargs, "pretrained": {"x": str(tmp_path / "missing.pt")}})
 
-    # in process (the evidence card's default): the same run, bit for bit, and its log in train.log
+    # in process (the evidence card's default): the same run, bit for bit, and its log in train.log only
+    capfd.readouterr()
     rows3 = list(csv.DictReader(open(label_efficiency.main(**{**kwargs, "pretrained": None, "output_dir": str(tmp_path / "in_process"),
                                                                 "in_process": True}))))
+    console = capfd.readouterr()
+    log = (tmp_path / "in_process" / "scratch" / "fraction_0.5" / "seed_0" / "train.log").read_text()
+    assert "Logging file is set to False" in log and "Logging file is set to False" not in console.out + console.err
+    assert "train_loss" in log and "train_loss" not in console.out + console.err
     assert rows3[0]["best_value"] == rows[0]["best_value"] and int(rows3[0]["num_train_cases"]) == 2
     weights = [torch.load(tmp_path / d / "scratch" / "fraction_0.5" / "seed_0" / "models" / "model.pt") for d in ("sweep", "in_process")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -92,10 +92,11 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
     check_overrides([str(f) for f in files], {k: format_override(v) for k, v in args.items()})
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
-    # the root logger, and MONAI's StatsHandler logger, which does not propagate and would print to stdout
-    loggers = [logging.getLogger(), logging.getLogger("monai.handlers.StatsHandler")]
-    saved = [(lg.handlers[:], lg.level) for lg in loggers]
-    for lg in loggers:
+    # the root logger, and every logger that does not propagate to it: MONAI's get_logger makes those
+    # (StatsHandler, monai.bundle.workflows, monai.networks.utils, ...), each printing to stdout
+    loggers = [logging.getLogger(), logging.getLogger("monai.handlers.StatsHandler"), *_own_handler_loggers()]
+    saved = {lg: (lg.handlers[:], lg.level) for lg in loggers}
+    for lg in saved:
         lg.handlers[:] = [handler]
         lg.setLevel(logging.INFO)
     try:  # progress bars and warnings (stdout, stderr) go to the log too, as a subprocess's would
@@ -110,11 +111,21 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
         logging.getLogger(__name__).exception("the run failed")
         raise
     finally:
-        for lg, (handlers, level) in zip(loggers, saved):
+        for lg, (handlers, level) in saved.items():
             lg.handlers[:] = handlers
             lg.setLevel(level)
+        for lg in _own_handler_loggers():  # made during the run: their stdout was the log, closed now
+            for h in lg.handlers:
+                if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+                    h.setStream(sys.stdout)
         handler.close()
         gc.collect()  # the run's datasets and network: a sweep runs many
+
+
+def _own_handler_loggers() -> list[logging.Logger]:
+    """Every logger that does not propagate to the root and has handlers of its own."""
+    return [lg for lg in logging.root.manager.loggerDict.values()
+            if isinstance(lg, logging.Logger) and not lg.propagate and lg.handlers]
 
 
 def run_one(
