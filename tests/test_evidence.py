@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.networks.nets import DynUNet, SegResNetDS, SwinUNETR
 from conftest import REPO
 
 from common.experiments import evidence, probes, stats
@@ -56,21 +57,18 @@ def test_point_features_equal_the_upsampled_features():
     assert torch.allclose(probes.point_features(feats, size, pts), dense[:, pts[:, 0], pts[:, 1], pts[:, 2]].T, atol=1e-5)
 
 
-def _tiny_encoders() -> dict[str, torch.nn.Module]:
-    from monai.networks.nets import DynUNet, SegResNetDS, SwinUNETR
-
-    return {
-        "SwinUNETR": SwinUNETR(in_channels=1, out_channels=3, feature_size=12, depths=(1, 1, 1, 1), window_size=4),
-        "DynUNet": DynUNet(3, 1, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3, filters=[4, 8, 16, 32], res_block=True),
-        "SegResNetDS": SegResNetDS(init_filters=4, in_channels=1, out_channels=3, blocks_down=(1, 1, 1)),
-    }
+TINY_ENCODERS = {  # built on demand: one network per parametrised case
+    "SwinUNETR": lambda: SwinUNETR(in_channels=1, out_channels=3, feature_size=12, depths=(1, 1, 1, 1), window_size=4),
+    "DynUNet": lambda: DynUNet(3, 1, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3, filters=[4, 8, 16, 32], res_block=True),
+    "SegResNetDS": lambda: SegResNetDS(init_filters=4, in_channels=1, out_channels=3, blocks_down=(1, 1, 1)),
+}
 
 
-@pytest.mark.parametrize("family", ["SwinUNETR", "DynUNet", "SegResNetDS"])
+@pytest.mark.parametrize("family", sorted(TINY_ENCODERS))
 def test_features_stop_at_the_last_tap_and_equal_a_full_forward(family):
     """The probe's forward stops once every tap has fired: the same features, and no decoder run."""
     torch.manual_seed(0)
-    net = _tiny_encoders()[family].eval()
+    net = TINY_ENCODERS[family]().eval()
     image = torch.rand(1, 1, 64, 64, 64)
     full: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: full.extend(probes._tensors(out))) for m in probes.FEATURE_TAPS[family](net)]
@@ -78,14 +76,13 @@ def test_features_stop_at_the_last_tap_and_equal_a_full_forward(family):
         net(image)
     for h in hooks:
         h.remove()
-    heads = [m for name, m in net.named_modules() if name.split(".")[0] in ("out", "output_block", "up_layers", "decoder")]
+    heads = [m for name, m in net.named_modules() if name.split(".")[0] in ("out", "output_block", "up_layers")]
     ran = []
-    head_hooks = [m.register_forward_hook(lambda *_: ran.append(1)) for m in heads]
+    for m in heads:
+        m.register_forward_hook(lambda *_: ran.append(1))
     features = probes.encoder_features(net, image)
     assert heads and not ran, "the decoder ran"
     assert len(features) == len(full) and all(torch.equal(a, b) for a, b in zip(features, full))
-    for h in head_hooks:
-        h.remove()
 
 
 def test_knn_patch_labels_are_the_centre_voxels():
