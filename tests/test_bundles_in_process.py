@@ -1,6 +1,9 @@
 """Every bundle, in-process: one training iteration (with validation where the bundle validates) and one
 inference pass, through MONAI's ``ConfigWorkflow`` as ``monai.bundle run`` builds it (fast tier).
 
+The training runs use ``cache: store`` (the chunked store, built by the run itself), so every training
+bundle's data path through the store is exercised; the default memory cache runs in the other tests.
+
 The subprocess tests (``-m slow``) cover what needs a process of its own: kill -9, torchrun, MONAI Label,
 exported bundles, and the user's command-line sequences.
 """
@@ -67,8 +70,9 @@ def test_one_iteration_and_inference(bundle, tmp_path, phantom_dirs):
             **({"num_phantoms": 6, "num_phantom_validation": 2} if kind == "ct_triage" else CT)}
     models = tmp_path / "models"
     if (configs / "train.json").is_file():
-        run_in_process([configs / "train.json", configs / "demo.json"], {**ONE_STEP, **data, **train_overrides})
+        run_in_process([configs / "train.json", configs / "demo.json"], {**ONE_STEP, **data, "cache": "store", **train_overrides})
         assert [it for it, _ in list_checkpoints(models / "checkpoints")] == [1]
+        assert list((tmp_path / "cache").glob("store-*/manifest.json")), "the run did not read its cases from a store"
         state = torch.load(list_checkpoints(models / "checkpoints")[-1][1], map_location="cpu", weights_only=True)
         assert state["trainer"]["iteration"] == 1 and "run_identity" in state
         record = json.loads((models / "model.json").read_text())  # exported (pretraining) or best (fine-tuning) weights, with a record

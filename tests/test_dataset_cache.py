@@ -13,7 +13,7 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import Compose, EnsureTyped, RandSpatialCropd, ToDeviced
 
 from common.data import make_dataset
-from common.data.cache import _first_uncachable
+from common.data.cache import first_uncachable
 
 
 def bundle_parser(bundle: str, root: Path, phantom_root: Path, **overrides) -> ConfigParser:
@@ -93,8 +93,8 @@ def test_memory_and_none_modes(tmp_path, phantom_root):
 def test_device_move_and_random_transforms_stay_out_of_the_disk_cache():
     head = [EnsureTyped(keys="image")]
     transform = Compose([*head, ToDeviced(keys="image", device="cpu"), RandSpatialCropd(keys="image", roi_size=[4, 4, 4])])
-    assert _first_uncachable(transform) == 1
-    assert _first_uncachable(Compose(head)) == 1
+    assert first_uncachable(transform) == 1
+    assert first_uncachable(Compose(head)) == 1
 
 
 def test_bad_cache_settings_are_named(tmp_path):

@@ -1,13 +1,15 @@
-"""Where the deterministic part of a bundle's preprocessing is kept between epochs: in memory, on disk, or nowhere.
+"""Where the deterministic part of a bundle's preprocessing is kept between epochs: in memory, on disk, in a chunked store, or nowhere.
 
 Every training config builds its datasets with :func:`make_dataset` and exposes two settings:
 
 - ``cache``: ``"memory"`` (``monai.data.CacheDataset``, the default: fastest, needs the preprocessed
   cases to fit in RAM -- or in GPU memory with ``cache_on_device``), ``"disk"``
   (``monai.data.PersistentDataset``: each case preprocessed once, ever, and kept as a ``.pt`` file --
-  for datasets larger than RAM and for repeated runs on the same cases), or ``"none"`` (every
-  transform on every access);
-- ``cache_dir``: where ``"disk"`` keeps its files, ``<bundle_root>/cache`` by default.
+  for datasets larger than RAM and for repeated runs on the same cases), ``"store"`` (a chunked
+  blosc2 store, :mod:`common.data.store`: random crops read only their own bytes through a memory
+  map -- for 10^4-10^5 volumes; fill it with ``python -m common.data.preprocess``), or ``"none"``
+  (every transform on every access);
+- ``cache_dir``: where ``"disk"`` and ``"store"`` keep their files, ``<bundle_root>/cache`` by default.
 
 On disk a case's file name hashes the case's entry in the datalist *and* the deterministic transforms
 with their settings (``hash_transform``), so changing ``pixdim`` or the intensity window starts a new
@@ -31,7 +33,7 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, RandomizableTrait, ToDevice, ToDeviced, Transform
 
-CACHE_MODES = ("memory", "disk", "none")
+CACHE_MODES = ("memory", "disk", "store", "none")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -70,7 +72,7 @@ def transform_hash(transforms: Sequence[Any]) -> bytes:
 
 
 
-def _first_uncachable(transform: Compose) -> int:
+def first_uncachable(transform: Compose) -> int:
     """Index of the first transform a disk cache must not run: a random one, a non-``Transform`` callable, or a
     device move (tensors on a GPU must not be pickled into the cache)."""
     index = transform.get_index_of_first(
@@ -107,7 +109,9 @@ def make_dataset(
 
     ``"memory"``: ``CacheDataset`` (``cache_rate``, ``num_workers`` threads to build it). ``"disk"``:
     ``PersistentDataset`` in ``cache_dir`` for the transforms up to the first random one (or device move),
-    the rest applied on each access. ``"none"``: ``Dataset``.
+    the rest applied on each access. ``"store"``: :class:`common.data.store_dataset.StoreDataset` over the
+    store of this pipeline in ``cache_dir`` (cases it lacks are preprocessed first, in ``num_workers``
+    threads). ``"none"``: ``Dataset``.
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"cache: {cache!r} is not one of {', '.join(map(repr, CACHE_MODES))}")
@@ -116,9 +120,13 @@ def make_dataset(
     if cache == "none":
         return Dataset(data, transform)
     if not cache_dir:
-        raise ValueError("cache: 'disk' needs cache_dir (a folder for the preprocessed cases)")
+        raise ValueError(f"cache: '{cache}' needs cache_dir (a folder for the preprocessed cases)")
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    split = _first_uncachable(transform)
+    if cache == "store":
+        from common.data.store_dataset import open_store_dataset
+
+        return open_store_dataset(data, transform, cache_dir, num_workers=num_workers or 1)
+    split = first_uncachable(transform)
     head = Compose(transform.transforms[:split])
     tail = transform.transforms[split:]
     persistent = PersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)

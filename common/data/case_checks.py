@@ -292,10 +292,25 @@ def case_name(entry: Mapping[str, Any], image_key: str = "image") -> str:
     return str(image[0] if isinstance(image, (list, tuple)) else image)
 
 
-def preflight(items: Sequence[Mapping[str, Any]], checks: CaseChecks, num_threads: int = 4) -> PreflightReport:
-    """Check every case of ``items`` (see the module docstring); never raises for a bad case."""
+def preflight(
+    items: Sequence[Mapping[str, Any]], checks: CaseChecks, num_threads: int = 4, recorded: Mapping[str, list[str]] | None = None
+) -> PreflightReport:
+    """Check every case of ``items`` (see the module docstring); never raises for a bad case.
+
+    ``recorded``: results already known by store key (:func:`common.data.store.case_key`), e.g. from a
+    store's manifest; those cases are not read again.
+    """
+    from common.data.store import case_key
+
+    def result(entry: Mapping[str, Any]) -> list[str]:
+        if recorded:
+            known = recorded.get(case_key(entry))
+            if known is not None:
+                return list(known)
+        return check_case(entry, checks)
+
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        results = list(pool.map(lambda e: check_case(e, checks), items))
+        results = list(pool.map(result, items))
     problems = {case_name(e): r for e, r in zip(items, results) if r}
     return PreflightReport(len(items), problems, checks)
 
@@ -308,6 +323,7 @@ def checked_cases(
     num_threads: int = 4,
     what: str = "cases",
     skipped: dict[str, list[str]] | None = None,
+    recorded: Mapping[str, list[str]] | None = None,
 ) -> list[dict]:
     """Run :func:`preflight` and return the usable cases.
 
@@ -318,10 +334,11 @@ def checked_cases(
             the ones quoted in messages).
         what: how the message names this list (e.g. "training cases").
         skipped: with ``"skip"``, the dropped cases and their problems are added to this dict.
+        recorded: results already known (see :func:`preflight`).
     """
     if on_bad not in ON_BAD:
         raise ValueError(f"on_bad_case must be one of {ON_BAD}, got {on_bad!r}")
-    report = preflight(items, checks, num_threads)
+    report = preflight(items, checks, num_threads, recorded=recorded)
     if not report.problems:
         logger.info(f"Pre-flight check: all {len(items)} {what} are usable.")
         return [dict(e) for e in items]

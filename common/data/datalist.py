@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data.brats_phantoms import ensure_brats_phantom_dataset
+from common.file_sizes import file_size, forget_sizes
 from common.data.phantoms import ensure_phantom_dataset
 from common.data.case_checks import (
     CaseChecks,
@@ -31,6 +32,7 @@ from common.data.case_checks import (
     checked_cases,
     preflight,
 )
+from common.data.store import recorded_checks
 from common.data.triage_phantoms import ensure_triage_phantom_dataset
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def _resolve_entry(entry: object, base_dir: Path, where: str) -> tuple[dict, lis
             if not isinstance(v, str):
                 raise DatalistError(f"{where}: field '{key}' must be a path string{' or numbers (class labels)' if key == 'label' else ''}, got {v!r}")
             p = Path(v) if os.path.isabs(v) else base_dir / v
-            if not p.exists():
+            if file_size(p) < 0 and not p.is_dir():  # a file (size memoised for the run identity) or a DICOM folder
                 missing.append(f"{where}: field '{key}' names a file that does not exist: {p}")
             resolved.append(str(p))
         out[key] = resolved if isinstance(out[key], list) else resolved[0]
@@ -155,6 +157,7 @@ def resolve_cases(
     report_dir: str | os.PathLike | None = None,
     skipped: dict[str, list[str]] | None = None,
     check_files: bool | None = None,
+    recorded: dict[str, list[str]] | None = None,
 ) -> list[dict]:
     """The cases a bundle should use (see the module docstring for the rules).
 
@@ -166,6 +169,7 @@ def resolve_cases(
     JSON report goes to ``report_dir/preflight_<keys>.json`` and the skipped cases into ``skipped``. Every case gets a ``case`` field (its
     image path) unless it has one, so logs can name it where image metadata is not tracked.
     ``check_files`` (default: only without ``checks``) raises on missing files, listing all of them.
+    ``recorded``: pre-flight results already known (store key -> problems, from a store's manifest).
     """
     if check_files is None:
         check_files = checks is None
@@ -198,7 +202,8 @@ def resolve_cases(
         raise DatalistError(f"no cases found (dataset_dir={dataset_dir!r}, datalist={datalist!r}, keys={list(keys)})")
     if checks is not None:
         report = Path(report_dir) / f"preflight_{'_'.join(keys)}.json" if report_dir else None
-        items = checked_cases(items, checks, on_bad=on_bad_case, report_path=report, what=f"'{', '.join(keys)}' cases", skipped=skipped)
+        items = checked_cases(items, checks, on_bad=on_bad_case, report_path=report, what=f"'{', '.join(keys)}' cases", skipped=skipped,
+                              recorded=recorded)
     for item in items:
         item.setdefault("case", case_name(item))
     return items
@@ -210,6 +215,10 @@ class CaseSource:
 
     ``cases(keys)`` is :func:`resolve_cases` with these settings; ``report(keys)`` runs the pre-flight
     check without stopping or skipping (for ``python -m common.data.check``).
+
+    ``store_dir`` (set when ``cache`` is ``"store"``): the pre-flight result and the file sizes of a
+    case that a store there recorded when it preprocessed the case (with the same checks) are taken
+    from its manifest instead of reading the files again; other cases are read and checked as usual.
     """
 
     dataset_dir: str | None = ""
@@ -222,12 +231,18 @@ class CaseSource:
     on_bad_case: str = "stop"
     report_dir: str | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)  # filled by the pre-flight check with on_bad_case "skip"
+    store_dir: str | None = ""
+
+    def __post_init__(self) -> None:
+        forget_sizes()  # a new run: sizes are asked again (once), not taken from an earlier run in this process
 
     def _resolve(self, keys: Sequence[str], checks: CaseChecks | None, check_files: bool | None = None) -> list[dict]:
+        recorded = recorded_checks(self.store_dir, checks) if self.store_dir and checks is not None else None
         return resolve_cases(
             self.dataset_dir, self.datalist, keys, phantom_dir=self.phantom_dir or None, num_phantoms=self.num_phantoms,
             num_phantom_validation=self.num_phantom_validation, phantom_kind=self.phantom_kind, checks=checks,
             on_bad_case=self.on_bad_case, report_dir=self.report_dir, skipped=self.skipped, check_files=check_files,
+            recorded=recorded,
         )
 
     def cases(self, keys: Sequence[str] = ("training",)) -> list[dict]:

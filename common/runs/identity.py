@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.file_sizes import file_size
+
 #: Top-level config keys (and leaf names) that do not change what a run computes: output places,
 #: logging and checkpoint cadence, data loading and caching, devices and arithmetic speed settings
 #: (AMP, compile, channels-last and gradient checkpointing change speed and rounding, not the model
@@ -150,8 +152,7 @@ def case_files(cases: Sequence[Mapping[str, Any]], fields: Sequence[str] = ("ima
             values = case.get(f)
             for v in values if isinstance(values, list) else [values]:
                 if isinstance(v, str) and v:
-                    size = os.path.getsize(v) if os.path.isfile(v) else -1
-                    rows.append([f, Path(v).name, size])
+                    rows.append([f, Path(v).name, file_size(v)])
                 elif isinstance(v, (int, float)) and not isinstance(v, bool):
                     rows.append([f, "class label", v])  # classification targets are part of the data too
     return sorted(rows, key=lambda r: (r[0], r[1], str(r[2])))

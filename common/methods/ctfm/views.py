@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.data.utils import get_random_patch, get_valid_patch_size
 from monai.transforms import MapTransform, Randomizable, RandSpatialCropSamples, Resize, Transform
 
 
@@ -65,21 +66,40 @@ class IntraSampleViewsd(Randomizable, MapTransform):
     def randomize(self, data: Any = None) -> None:  # the sub-transforms draw from self.R
         pass
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        key = self.keys[0]
-        image = d.pop(key)
-        if isinstance(image, MetaTensor):
-            image = image.as_tensor()
-        small = [s for s, r in zip(image.shape[1:], self.roi_size) if s < r]
+    def _patches(self, key: Hashable, spatial: Sequence[int]) -> list[tuple[slice, ...]]:
+        """The ``K`` crop positions, drawn as ``RandSpatialCropSamples`` draws them (its generator is ``self.R``)."""
+        small = [s for s, r in zip(spatial, self.roi_size) if s < r]
         if small:
-            raise ValueError(f"IntraSampleViewsd: image '{key}' of spatial shape {tuple(image.shape[1:])} is smaller than roi_size {self.roi_size}; pad it first")
-        crops = self.cropper(image)
+            raise ValueError(f"IntraSampleViewsd: image '{key}' of spatial shape {tuple(spatial)} is smaller than roi_size {self.roi_size}; pad it first")
+        size = get_valid_patch_size(spatial, self.roi_size)
+        return [get_random_patch(spatial, size, self.cropper.cropper.R) for _ in range(self.num_crops)]
+
+    def _views(self, crops: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(2, K, C, *roi_size)``: two augmented views of each crop."""
         # `is not None`, never truthiness: bool(Compose) calls len(), which builds a flattened Compose whose
         # __init__ reseeds every child from MONAI's global seed once set_determinism(seed) has run (every
         # bundle's `initialize`), so each call would redraw the same augmentation and both views be equal
         views = [[_plain(self.view_transform(c) if self.view_transform is not None else c) for c in crops] for _ in range(2)]
-        d[self.views_key] = torch.stack([torch.stack(v) for v in views]).float()
+        return torch.stack([torch.stack(v) for v in views]).float()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.keys[0]
+        image = _plain(d.pop(key))
+        crops = [image[(slice(None), *p)] for p in self._patches(key, image.shape[1:])]
+        d[self.views_key] = self._views(crops)
+        return d
+
+    def crop_from_store(self, case: Any) -> dict[Hashable, Any]:
+        """The same output from a case in a chunked store (``cache: store``): only the ``K`` crops are read.
+
+        ``case`` is a :class:`common.data.store_dataset.StoredCase`; the draws are the ones
+        :meth:`__call__` makes on the whole volume.
+        """
+        key = self.keys[0]
+        crops = [_plain(case.read(key, p)) for p in self._patches(key, case.spatial_shape(key))]
+        d = case.fields(exclude=[key])
+        d[self.views_key] = self._views(crops)
         return d
 
 
