@@ -98,7 +98,7 @@ def test_device_move_and_random_transforms_stay_out_of_the_disk_cache():
 
 
 def test_bad_cache_settings_are_named(tmp_path):
-    with pytest.raises(ValueError, match="cache: 'ram' is not one of 'memory', 'disk', 'none'"):
+    with pytest.raises(ValueError, match="cache: 'ram' is not one of 'memory', 'disk', 'store', 'none'"):
         make_dataset([{"image": "x"}], Compose([]), cache="ram")
     with pytest.raises(ValueError, match="needs cache_dir"):
         make_dataset([{"image": "x"}], Compose([]), cache="disk", cache_dir="")

@@ -1,0 +1,213 @@
+"""``cache: store``: the chunked store of preprocessed cases, its preprocessing command and what training reads from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLES, REPO
+from monai.bundle import ConfigParser
+from monai.data import DataLoader
+
+from common.data import preprocess as preprocess_module
+from common.data.case_checks import DataPreflightError
+from common.data.store import BLOCK_BYTES, CHUNK_BYTES, Store, case_key, chunking
+from common.data.store_dataset import StoreDataset, StoredCase
+
+
+def bundle_parser(bundle: str, root: Path, phantom_root: Path | str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "train.json"))
+    parser.update({"bundle_root": str(root), "phantom_dir": str(phantom_root), "num_workers": 0, "preflight": False,
+                   "roi_size": [32, 32, 32], "num_phantoms": 5, "num_phantom_validation": 1, **overrides})
+    return parser
+
+
+#: bundle -> (overrides, the reader that must serve its first random transform)
+READERS = {
+    "subfore_pretrain": ({"pixdim": [3.0, 3.0, 3.0]}, "_spatial_crop"),  # RandSpatialCropd
+    "btcv_finetune": ({"pixdim": [3.0, 3.0, 3.0], "num_samples": 2}, "_pos_neg_label_crop"),  # RandCropByPosNegLabeld + stored indices
+    "brats_finetune": ({"num_samples": 2, "phantom_kind": "brats"}, "_spatial_crop_samples"),  # RandSpatialCropSamplesd
+    "ctfm_pretrain": ({"crop_size": [16, 32, 32], "num_crops": 3, "init_filters": 8, "pixdim": [3.0, 3.0, 3.0]}, "crop_from_store"),  # IntraSampleViewsd
+}
+
+
+def loader_batches(dataset, epochs: int = 2) -> list[dict[str, torch.Tensor]]:
+    torch.manual_seed(7)  # MONAI's DataLoader draws its transforms' seed from torch's generator
+    return [{k: v for k, v in b.items() if isinstance(v, torch.Tensor)} for _ in range(epochs)
+            for b in DataLoader(dataset, batch_size=1, num_workers=0)]
+
+
+@pytest.fixture(scope="module")
+def brats_root(tmp_path_factory) -> Path:
+    from common.data import ensure_brats_phantom_dataset
+
+    root = tmp_path_factory.mktemp("brats_phantoms")
+    ensure_brats_phantom_dataset(root, num_cases=5, num_validation=1)
+    return root
+
+
+@pytest.mark.parametrize("bundle", READERS)
+def test_store_gives_the_crops_of_the_memory_cache(bundle, tmp_path, phantom_root, brats_root):
+    """A seeded run draws the same crops, bit for bit, whether its cases sit in RAM or in the store."""
+    overrides, reader = READERS[bundle]
+    data = brats_root if overrides.get("phantom_kind") == "brats" else phantom_root
+    memory = loader_batches(bundle_parser(bundle, tmp_path, data, cache="memory", **overrides).get_parsed_content("train#dataset"))
+    dataset = bundle_parser(bundle, tmp_path, data, cache="store", **overrides).get_parsed_content("train#dataset")
+    assert isinstance(dataset, StoreDataset) and reader in getattr(dataset.reader, "__qualname__", "")
+    stored = loader_batches(dataset)
+    assert len(memory) == len(stored) == 8
+    for a, b in zip(memory, stored):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    key = "views" if "views" in memory[0] else "image"
+    assert not torch.equal(memory[0][key], memory[4][key])  # the crops are random: the same case, another epoch
+
+
+def test_random_crops_read_only_their_slices_and_whole_volumes_serve_other_pipelines(tmp_path, phantom_root, monkeypatch):
+    reads: list[object] = []
+    original = StoredCase.read
+
+    def spy(self, field, slices=None):
+        reads.append(slices)
+        return original(self, field, slices)
+
+    monkeypatch.setattr(StoredCase, "read", spy)
+    crop = bundle_parser("btcv_finetune", tmp_path, phantom_root, cache="store", pixdim=[3.0, 3.0, 3.0], num_samples=2)
+    train = crop.get_parsed_content("train#dataset")
+    reads.clear()
+    samples = train[0]
+    assert len(samples) == 2 and len(reads) == 4 and all(s is not None for s in reads)  # image + label of 2 crops, no whole read
+    assert all(tuple(x.stop - x.start for x in s) == (32, 32, 32) for s in reads)
+    validation = crop.get_parsed_content("validate#dataset")  # no random transform: the whole case
+    reads.clear()
+    case = validation[0]
+    assert reads == [None, None] and case["image"].shape[1:] == case["label"].shape[1:]
+    assert case["image"].meta["filename_or_obj"].endswith(".nii.gz")  # metadata that reports name cases by
+
+
+def test_chunks_and_blocks_fit_their_budgets_and_the_roi():
+    for shape, roi, itemsize in (((1, 267, 267, 250), (96, 96, 96), 4), ((4, 160, 180, 150), (128, 128, 128), 4),
+                                 ((1, 300, 280, 64), (96, 96, 96), 1), ((1, 20, 30, 40), (96, 96, 96), 4)):
+        chunks, blocks = chunking(shape, roi, itemsize)
+        assert chunks[0] == blocks[0] == shape[0]
+        assert np.prod(blocks) * itemsize <= BLOCK_BYTES or max(blocks[1:]) == 1
+        assert np.prod(chunks) * itemsize <= max(CHUNK_BYTES, np.prod(blocks) * itemsize)
+        assert all(b <= c <= min(r, s) for b, c, r, s in zip(blocks[1:], chunks[1:], roi, shape[1:]))
+        assert all(c % b == 0 or c == s for b, c, s in zip(blocks[1:], chunks[1:], shape[1:]))
+
+
+def stores(cache_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in cache_dir.glob("store-*/store.json"))
+
+
+def test_preprocess_command_writes_a_manifest_and_skips_finished_cases(tmp_path, phantom_root, capsys):
+    args = ["--config_file", str(BUNDLES / "btcv_finetune" / "configs" / "train.json"), "--workers", "2",
+            "--phantom_dir", str(phantom_root), "--num_phantoms", "5", "--num_phantom_validation", "1",
+            "--bundle_root", str(tmp_path), "--pixdim", "[3.0, 3.0, 3.0]", "--roi_size", "[32, 32, 32]"]
+    assert preprocess_module.main(args) == 0
+    out = capsys.readouterr().out
+    assert "train: store" in out and "0 case(s) already stored, 4 written" in out and "1 written" in out and "--cache store" in out
+    train_store, val_store = stores(tmp_path / "cache")[0], stores(tmp_path / "cache")[1]  # two pipelines, two stores
+    manifests = [json.loads((s / "manifest.json").read_text()) for s in (train_store, val_store)]
+    assert sorted(len(m["cases"]) for m in manifests) == [1, 4]
+    case = max(manifests, key=lambda m: len(m["cases"]))["cases"][0]
+    assert {"key", "case", "sources", "shape", "spacing", "intensity", "checks", "bytes"} <= set(case)
+    fields, names, sizes = zip(*case["sources"])
+    assert set(fields) == {"image", "label"} and all(s == os.path.getsize(n) for n, s in zip(names, sizes))
+    assert case["spacing"] == pytest.approx([3.0, 3.0, 3.0]) and case["checks"]["problems"] == [] and case["checks"]["digest"]
+    assert all(m["settings_hash"] for m in manifests)
+
+    assert preprocess_module.main(args) == 0  # the same command again: nothing to do
+    assert "4 case(s) already stored, 0 written" in capsys.readouterr().out
+
+
+def test_an_interrupted_preprocessing_keeps_finished_cases_and_redoes_the_cut_one(tmp_path, phantom_root):
+    parser = bundle_parser("subfore_pretrain", tmp_path, phantom_root, pixdim=[3.0, 3.0, 3.0])
+    entries, transform = parser.get_parsed_content("train#files"), parser.get_parsed_content("train#preprocessing")
+    plan = preprocess_module.plan_store(transform, tmp_path / "cache")
+    preprocess_module.build_store(entries[:2], transform, plan)  # the killed run finished two cases...
+    store = plan.store
+    cut = case_key(entries[2])  # ...and was killed after writing the third one's array, before its record
+    preprocess_module.preprocess_case(entries[2], transform, plan)
+    store.record_path(cut).unlink()
+    half = store.array_path(cut, "image").with_name(f".{cut}.image.b2nd.tmp123")
+    half.write_bytes(b"half an array")
+
+    report = preprocess_module.build_store(entries, transform, plan)
+    assert (report.kept, report.written) == (2, 2) and not half.exists()
+    assert {c["key"] for c in json.loads((store.root / "manifest.json").read_text())["cases"]} == {case_key(e) for e in entries}
+
+
+def test_a_changed_setting_writes_a_new_store(tmp_path, phantom_root):
+    coarse = {"cache": "store", "pixdim": [3.0, 3.0, 3.0]}
+    bundle_parser("subfore_pretrain", tmp_path, phantom_root, **coarse).get_parsed_content("train#dataset")
+    again = bundle_parser("subfore_pretrain", tmp_path, phantom_root, **coarse).get_parsed_content("train#dataset")
+    assert len(stores(tmp_path / "cache")) == 1 and again.store.root == stores(tmp_path / "cache")[0]
+    bundle_parser("subfore_pretrain", tmp_path, phantom_root, **{**coarse, "pixdim": [4.0, 4.0, 4.0]}).get_parsed_content("train#dataset")
+    assert len(stores(tmp_path / "cache")) == 2, "a new pixdim must not read the 3 mm store"
+
+
+def test_bad_cases_are_recorded_and_training_reuses_the_check_without_reading_them(tmp_path, phantom_root, capsys, monkeypatch):
+    work = tmp_path / "phantoms"
+    shutil.copytree(phantom_root, work)
+    bad = sorted(work.glob("*/imagesTr/*.nii.gz"))[1]
+    bad.write_bytes(bad.read_bytes()[:400])  # a truncated file
+    args = ["--config_file", str(BUNDLES / "subfore_pretrain" / "configs" / "train.json"), "--workers", "1", "--phantom_dir", str(work),
+            "--num_phantoms", "5", "--num_phantom_validation", "1", "--bundle_root", str(tmp_path), "--roi_size", "[32, 32, 32]",
+            "--pixdim", "[3.0, 3.0, 3.0]"]
+    assert preprocess_module.main(args) == 1
+    out = capsys.readouterr().out
+    assert bad.name in out and "1 case(s) could not be stored" in out
+
+    import common.data.case_checks as checks_module
+
+    def no_read(entry, checks):
+        raise AssertionError(f"pre-flight read {entry['image']} although the store's manifest recorded its check")
+
+    monkeypatch.setattr(checks_module, "check_case", no_read)
+    for mode, expect in (("stop", DataPreflightError), ("skip", None)):
+        parser = bundle_parser("subfore_pretrain", tmp_path, work, cache="store", preflight=True, on_bad_case=mode, pixdim=[3.0, 3.0, 3.0])
+        if expect:
+            with pytest.raises(RuntimeError) as failed:  # MONAI wraps what an expression raises
+                parser.get_parsed_content("train#files")
+            assert isinstance(failed.value.__cause__, expect) and bad.name in str(failed.value.__cause__)
+        else:
+            assert len(parser.get_parsed_content("train#files")) == 3
+    from common.file_sizes import _SIZES
+
+    assert _SIZES[str(bad)] == 400  # the size the store recorded, handed to the run identity without a stat
+
+
+@pytest.mark.slow
+def test_preprocess_killed_then_rerun_finishes_the_store(tmp_path):
+    """SIGKILL of the real command mid-way; the same command again keeps what was finished."""
+    from common.data import ensure_phantom_dataset
+
+    data = tmp_path / "phantoms"
+    ensure_phantom_dataset(data, num_cases=9, num_validation=1)
+    cmd = [sys.executable, "-m", "common.data.preprocess", "--config_file", str(BUNDLES / "subfore_pretrain" / "configs" / "train.json"),
+           "--workers", "1", "--phantom_dir", str(data), "--num_phantoms", "9", "--num_phantom_validation", "1",
+           "--bundle_root", str(tmp_path), "--pixdim", "[1.0, 1.0, 1.0]"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.monotonic()
+    while not list((tmp_path / "cache").glob("store-*/records/*/*.json")):
+        assert proc.poll() is None and time.monotonic() - start < 300, "no case was finished in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((tmp_path / "cache").glob("store-*/records/*/*.json")))
+    assert 1 <= finished < 8
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{finished} case(s) already stored, {8 - finished} written" in out.stdout
+    assert not list((tmp_path / "cache").glob("store-*/arrays/*/.*.tmp*"))
