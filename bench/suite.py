@@ -151,6 +151,29 @@ def _ctfm(r: dict) -> list[Figure]:
     return figures
 
 
+def _store(r: dict) -> list[Figure]:
+    lo, hi = sorted(r["cases"], key=int)[0], sorted(r["cases"], key=int)[-1]
+    big, small = r["cases"][hi], r["cases"][lo]
+    crop = f"cold {r['roi']}^3 crop of a {'x'.join(map(str, r['shape']))} 16-bit CT at {r['pixdim']} mm, {hi} cases"
+    fp = r["footprint"]
+    return [
+        Figure("store_datapath", f"{crop}: store (mmap) / PersistentDataset (.pt)", big["store"]["s_per_crop"], "PersistentDataset",
+               big["persistent"]["s_per_crop"], "<= 0.2"),
+        Figure("store_datapath", f"bytes read from storage per crop (B), {crop}: store / PersistentDataset", big["store"]["bytes_per_crop"],
+               "PersistentDataset", big["persistent"]["bytes_per_crop"], "<= 0.2"),
+        Figure("store_datapath", f"{crop}: store / NIfTI read + preprocessing (no cache)", big["store"]["s_per_crop"], "NIfTI + preprocessing",
+               r["nifti"]["s_per_crop"]),
+        Figure("store_datapath", f"store loader peak RSS (MB), {hi} / {lo} cases", big["store"]["peak_rss_mb"], f"{lo} cases",
+               small["store"]["peak_rss_mb"], "<= 1.1"),
+        Figure("store_datapath", f"PersistentDataset time per crop, {hi} / {lo} cases", big["persistent"]["s_per_crop"], f"{lo} cases",
+               small["persistent"]["s_per_crop"]),
+        Figure("store_datapath", f"store time per crop, {hi} / {lo} cases", big["store"]["s_per_crop"], f"{lo} cases", small["store"]["s_per_crop"]),
+        Figure("store_datapath", "disk per case (B): store / raw NIfTI (.nii.gz)", fp["store_bytes_per_case"], "raw NIfTI", fp["nifti_bytes_per_case"]),
+        Figure("store_datapath", "disk per case (B): store / PersistentDataset (.pt)", fp["store_bytes_per_case"], "PersistentDataset",
+               fp["persistent_bytes_per_case"]),
+    ]
+
+
 BENCHMARKS = [
     Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
     Benchmark("subfore_datapath", "bench_subfore_datapath.py", ["--train_step"], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
@@ -162,6 +185,8 @@ BENCHMARKS = [
     Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
     Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),
     Benchmark("ctfm", "bench_ctfm.py", [], ["--crops", "2", "--crop_size", "16", "64", "64", "--repeats", "2", "--skip_embedding"], _ctfm),
+    Benchmark("store_datapath", "bench_store.py", [], ["--shape", "160", "256", "256", "--roi", "48", "--cases", "8", "16", "--crops", "16",
+                                                       "--bases", "2", "--nifti", "2"], _store),
 ]
 
 

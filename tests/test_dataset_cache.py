@@ -129,3 +129,22 @@ def test_transform_hash_is_the_same_in_another_process():
     assert here == other
     parser["hu_window"] = [-100.0, 240.0]
     assert transform_hash(parser.get_parsed_content("preprocessing_transforms")).decode() != here
+
+
+def test_a_pipeline_hashes_the_same_after_it_has_run_in_a_thread(phantom_root):
+    """MONAI adds thread-local state to a transform the first time it runs in a thread; the cache key must not
+    change with it (a training run that builds its store, then opens it, must find the same store)."""
+    import threading
+
+    from common.data.cache import transform_hash
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "subfore_pretrain" / "configs" / "train.json"))
+    parser.update({"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "preflight": False, "pixdim": [4.0, 4.0, 4.0]})
+    head = parser.get_parsed_content("train#deterministic_transforms")
+    before = transform_hash(head)
+    case = parser.get_parsed_content("train#files")[0]
+    worker = threading.Thread(target=lambda: Compose(head)(dict(case)))
+    worker.start()
+    worker.join()
+    assert transform_hash(head) == before

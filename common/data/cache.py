@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, Dataset, ImageReader, PersistentDataset
 from monai.transforms import Compose, RandomizableTrait, ToDevice, ToDeviced, Transform
 
 CACHE_MODES = ("memory", "disk", "store", "none")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _runtime_state(obj: Any, name: str, value: Any) -> bool:
+    """An attribute a transform sets while it runs, not a setting: a pipeline that has run hashes as before.
+
+    MONAI's image readers record the last file read (``ImageReader.filenames``) and a traceable transform
+    gets thread-local state on its first call in a thread (``TraceableTransform._tracing``).
+    """
+    return isinstance(value, threading.local) or (name == "filenames" and isinstance(obj, ImageReader))
 
 
 def _describe(obj: Any, seen: set[int]) -> str:
@@ -53,16 +63,20 @@ def _describe(obj: Any, seen: set[int]) -> str:
     if isinstance(obj, types.FunctionType):
         code = obj.__code__
         return f"fn({obj.__module__}.{obj.__qualname__},{code.co_code.hex()},{_describe(code.co_consts, seen)})"
-    if id(obj) in seen:
+    if id(obj) in seen:  # an object inside itself (``seen`` holds the ancestors only: ids of freed temporaries are reused)
         return "<cycle>"
     seen.add(id(obj))
-    if isinstance(obj, dict):
-        return "{" + ",".join(f"{k!r}:{_describe(v, seen)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
-        return f"{type(obj).__name__}(" + ",".join(_describe(v, seen) for v in items) + ")"
-    if hasattr(obj, "__dict__"):
-        return f"{type(obj).__module__}.{type(obj).__qualname__}{_describe(vars(obj), seen)}"
+    try:
+        if isinstance(obj, dict):
+            return "{" + ",".join(f"{k!r}:{_describe(v, seen)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+            return f"{type(obj).__name__}(" + ",".join(_describe(v, seen) for v in items) + ")"
+        if hasattr(obj, "__dict__"):
+            fields = {k: v for k, v in vars(obj).items() if not _runtime_state(obj, k, v)}
+            return f"{type(obj).__module__}.{type(obj).__qualname__}{_describe(fields, seen)}"
+    finally:
+        seen.discard(id(obj))
     return _ADDRESS.sub("", repr(obj))
 
 
