@@ -165,6 +165,8 @@ def _store(r: dict) -> list[Figure]:
                r["nifti"]["s_per_crop"]),
         Figure("store_datapath", f"store loader peak RSS (MB), {hi} / {lo} cases", big["store"]["peak_rss_mb"], f"{lo} cases",
                small["store"]["peak_rss_mb"], "<= 1.1"),
+        Figure("store_datapath", f"loader memory above its start (MB), {hi} cases: store / PersistentDataset", big["store"]["loader_rss_mb"],
+               "PersistentDataset", big["persistent"]["loader_rss_mb"]),
         Figure("store_datapath", f"PersistentDataset time per crop, {hi} / {lo} cases", big["persistent"]["s_per_crop"], f"{lo} cases",
                small["persistent"]["s_per_crop"]),
         Figure("store_datapath", f"store time per crop, {hi} / {lo} cases", big["store"]["s_per_crop"], f"{lo} cases", small["store"]["s_per_crop"]),

@@ -92,6 +92,10 @@ def test_random_crops_read_only_their_slices_and_whole_volumes_serve_other_pipel
     case = validation[0]
     assert reads == [None, None] and case["image"].shape[1:] == case["label"].shape[1:]
     assert case["image"].meta["filename_or_obj"].endswith(".nii.gz")  # metadata that reports name cases by
+    spatial = bundle_parser("subfore_pretrain", tmp_path, phantom_root, cache="store", pixdim=[3.0, 3.0, 3.0]).get_parsed_content("train#dataset")
+    spatial[0]
+    reads.clear()
+    assert spatial[1]["image"].shape == (1, 32, 32, 32) and len(reads) == 1 and reads[0] is not None  # RandSpatialCropd: the crop only
 
 
 def test_chunks_and_blocks_fit_their_budgets_and_the_roi():

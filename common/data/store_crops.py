@@ -46,12 +46,10 @@ def _draw_patch(cropper: Any, shape: Sequence[int]) -> tuple[slice, ...]:
 
 
 def _with_crops(case: Any, keys: Sequence[str], slices: tuple[slice, ...]) -> dict:
-    """The case's fields with each of ``keys`` cropped to ``slices`` (others as stored)."""
-    d = case.fields()
-    for key in keys:
-        if key in d:
-            d[key] = case.read(key, slices)
-    return d
+    """The case's fields with each of ``keys`` cropped to ``slices`` (others as stored); only the crops are read."""
+    d = case.fields(exclude=keys)
+    d.update({k: case.read(k, slices) for k in keys if k in case.volume_fields})
+    return case.ordered(d)
 
 
 def _spatial_crop(t: RandSpatialCropd) -> Reader:

@@ -9,7 +9,9 @@ size is bounded by the disk, not by RAM, and each DDP rank reads only the cases 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import mmap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,35 +45,80 @@ class LazyIndices:
         return int(self._array[int(i)])
 
 
+def _touched_chunks(shape: Sequence[int], chunks: Sequence[int], spatial: Sequence[slice]) -> list[int]:
+    """Indices (C order) of the chunks of a ``(C, *spatial)`` array that a crop ``spatial`` overlaps."""
+    grid = [-(-s // c) for s, c in zip(shape, chunks)]
+    axes = [range(grid[0])]
+    for sl, size, c in zip(spatial, shape[1:], chunks[1:]):
+        lo, hi = max(0, sl.start or 0), min(size, size if sl.stop is None else sl.stop)
+        axes.append(range(lo // c, max(lo, hi - 1) // c + 1))
+    return [int(np.ravel_multi_index(idx, grid)) for idx in itertools.product(*axes)]
+
+
+def read_crop(path: str, spatial: Sequence[slice]) -> np.ndarray:
+    """``array[:, *spatial]`` of a ``.b2nd`` file, reading from storage only the chunks the crop touches.
+
+    Fills a gap of the read paths blosc2 offers: through its own memory map (``mmap_mode="r"``) or its
+    file reads, the kernel's read-ahead (8 MB on this project's machines, often more on cluster file
+    systems) pulls in most of a 20-70 MB case for one 96^3 crop. Here the file is mapped with
+    ``MADV_RANDOM`` (no read-ahead), the touched chunks' byte ranges (blosc2's
+    ``get_chunk_range``) are asked for with ``MADV_WILLNEED`` (one read each, in parallel), and blosc2
+    decompresses only the blocks the crop overlaps from that map. Where ``madvise`` is missing (not
+    Linux), blosc2's own memory map is used.
+    """
+    import blosc2
+
+    if not hasattr(mmap, "MADV_RANDOM") or not hasattr(mmap.mmap, "madvise"):
+        return blosc2.open(path, mmap_mode="r")[(slice(None), *spatial)]
+    frame = blosc2.open(path)  # reads the frame header and the chunk index only
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        mapped.madvise(mmap.MADV_RANDOM)
+        for n in _touched_chunks(frame.shape, frame.chunks, spatial):
+            offset, size = frame.schunk.get_chunk_range(n)
+            if size:
+                start = offset - offset % mmap.PAGESIZE
+                mapped.madvise(mmap.MADV_WILLNEED, start, min(offset + size, len(mapped)) - start)
+        array = blosc2.ndarray_from_cframe(mapped, copy=False)
+        crop = array[(slice(None), *spatial)]
+        del array
+        return crop
+    finally:
+        mapped.close()
+
+
 class StoredCase:
     """One preprocessed case in the store: its fields in order, volumes read lazily (whole or cropped)."""
 
     def __init__(self, store: Store, record: Mapping[str, Any]) -> None:
         self.store, self.record = store, record
         self.volume_fields = dict(record["volumes"])
-        self._arrays: dict[str, Any] = {}
 
-    def _array(self, field: str) -> Any:
-        if field not in self._arrays:
-            import blosc2
-
-            self._arrays[field] = blosc2.open(str(self.store.array_path(self.record["key"], field)), mmap_mode="r")
-        return self._arrays[field]
+    def _path(self, field: str) -> Path:
+        return self.store.array_path(self.record["key"], field)
 
     def spatial_shape(self, field: str) -> tuple[int, ...]:
         return tuple(self.volume_fields[field]["shape"][1:])
 
+    def _read_array(self, field: str, spatial: Sequence[slice] | None) -> np.ndarray:
+        import blosc2
+
+        path = str(self._path(field))
+        if spatial is None:  # the whole volume: one sequential read, the kernel's read-ahead helps
+            return blosc2.open(path, mmap_mode="r")[...]
+        return read_crop(path, spatial)
+
     def read(self, field: str, slices: Sequence[slice] | None = None) -> torch.Tensor:
-        """The volume ``field`` ``(C, *spatial)``, or its crop ``slices`` (only those chunks are read)."""
+        """The volume ``field`` ``(C, *spatial)``, or its crop ``slices`` (only the chunks it touches are read)."""
         info = self.volume_fields[field]
-        spatial = [slice(None)] * (len(info["shape"]) - 1) if slices is None else list(slices)
-        data = torch.from_numpy(np.ascontiguousarray(self._array(field)[(slice(None), *spatial)]))
+        data = torch.from_numpy(np.ascontiguousarray(self._read_array(field, None if slices is None else list(slices))))
         meta = info.get("meta")
         if meta is None:
             return data
         affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
-        starts = torch.tensor([s.start or 0 for s in spatial], dtype=torch.float64)
-        if bool(starts.any()):  # as MONAI's crop does: the crop's first voxel is the new origin
+        starts = torch.tensor([0 if slices is None else (s.start or 0) for s in (slices or [])], dtype=torch.float64)
+        if slices is not None and bool(starts.any()):  # as MONAI's crop does: the crop's first voxel is the new origin
             affine = affine.clone()
             affine[:3, 3] += affine[:3, :3] @ starts
         return MetaTensor(data, affine=affine, meta={"filename_or_obj": meta.get("filename_or_obj", "")})
