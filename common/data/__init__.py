@@ -25,7 +25,10 @@ EXPORTS = {
     "preflight": "common.data.case_checks",
     "PreflightReport": "common.data.case_checks",
     "resolve_cases": "common.data.datalist",
+    "SeededIndex": "common.data.sampler",
     "select_fold": "common.data.datalist",
+    "StoreDataset": "common.data.store_dataset",
+    "StreamSampler": "common.data.sampler",
     "take_fraction": "common.data.subset",
     "TRIAGE_CLASSES": "common.data.triage_phantoms",
 }

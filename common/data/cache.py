@@ -34,6 +34,8 @@ import torch
 from monai.data import CacheDataset, Dataset, ImageReader, PersistentDataset
 from monai.transforms import Compose, RandomizableTrait, ToDevice, ToDeviced, Transform
 
+from common.data.sampler import SeededItems
+
 CACHE_MODES = ("memory", "disk", "store", "none")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -95,7 +97,19 @@ def first_uncachable(transform: Compose) -> int:
     return len(transform.transforms) if index is None else index
 
 
-class _RandomTail(Dataset):
+class _SeededCacheDataset(SeededItems, CacheDataset):
+    """``CacheDataset`` whose samples from a :class:`common.data.StreamSampler` carry their transforms' seed."""
+
+
+class _SeededPersistentDataset(SeededItems, PersistentDataset):
+    """``PersistentDataset`` (no random transform) that accepts the stream sampler's seeded indices."""
+
+
+class _SeededDataset(SeededItems, Dataset):
+    """``Dataset`` whose samples from a :class:`common.data.StreamSampler` carry their transforms' seed."""
+
+
+class _RandomTail(SeededItems, Dataset):
     """``Dataset(cached_head, tail)`` whose random transforms get the seed ``CacheDataset``'s would.
 
     MONAI's ``DataLoader`` seeds a dataset's random transforms with ``set_rnd``, which walks the
@@ -123,16 +137,17 @@ def make_dataset(
 
     ``"memory"``: ``CacheDataset`` (``cache_rate``, ``num_workers`` threads to build it). ``"disk"``:
     ``PersistentDataset`` in ``cache_dir`` for the transforms up to the first random one (or device move),
-    the rest applied on each access. ``"store"``: :class:`common.data.store_dataset.StoreDataset` over the
+    the rest applied on each access. Every dataset accepts :class:`common.data.StreamSampler`'s seeded
+    indices, which seed its random transforms per sample. ``"store"``: :class:`common.data.store_dataset.StoreDataset` over the
     store of this pipeline in ``cache_dir`` (cases it lacks are preprocessed first, in ``num_workers``
     threads). ``"none"``: ``Dataset``.
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"cache: {cache!r} is not one of {', '.join(map(repr, CACHE_MODES))}")
     if cache == "memory":
-        return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers)
+        return _SeededCacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers)
     if cache == "none":
-        return Dataset(data, transform)
+        return _SeededDataset(data, transform)
     if not cache_dir:
         raise ValueError(f"cache: '{cache}' needs cache_dir (a folder for the preprocessed cases)")
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -143,6 +158,6 @@ def make_dataset(
     split = first_uncachable(transform)
     head = Compose(transform.transforms[:split])
     tail = transform.transforms[split:]
-    persistent = PersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)
+    persistent = _SeededPersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)
     # the random tail keeps its transform objects, so checkpointed generator states (RNGState) still reach them
     return _RandomTail(persistent, Compose(tail)) if tail else persistent

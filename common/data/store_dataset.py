@@ -21,6 +21,7 @@ import torch
 from monai.data import Dataset, MetaTensor
 from monai.transforms import Compose
 
+from common.data.sampler import SeededItems
 from common.data.store import Store, case_key, decode_value
 from common.data.store_crops import crop_reader
 
@@ -145,7 +146,7 @@ class StoredCase:
         return {**{k: d[k] for k in order}, **{k: v for k, v in d.items() if k not in order}}
 
 
-class StoreDataset(Dataset):
+class StoreDataset(SeededItems, Dataset):
     """``data`` through ``transform``, its deterministic head read from ``store`` (see the module docstring).
 
     Args:

@@ -1,6 +1,6 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
 reports, weight export, TensorBoard panels and scalars, random-generator state for checkpoints, validation that includes the last epoch, gradient clipping,
-stopping (or skipping) non-finite losses."""
+stopping (or skipping) non-finite losses, checkpoint-and-exit on a pre-emption signal."""
 
 from common.lazy import exports
 
@@ -16,6 +16,8 @@ EXPORTS = {
     "list_checkpoints": "common.runs.checkpoints",
     "NonFiniteLossError": "common.handlers.nonfinite",
     "NonFiniteLossGuard": "common.handlers.nonfinite",
+    "PREEMPTED_EXIT_CODE": "common.handlers.preemption",
+    "PreemptionCheckpoint": "common.handlers.preemption",
     "PretrainedWeightsExporter": "common.handlers.export",
     "ReconstructionImageHandler": "common.handlers.tensorboard",
     "ResumeFromLatest": "common.handlers.checkpoint",
