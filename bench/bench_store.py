@@ -198,7 +198,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
 
 def child(args: argparse.Namespace, work: Path, method: str, n: int) -> dict:
-    cmd = [sys.executable, __file__, "--measure", method, "--n", str(n), "--workdir", str(work), "--crops", str(args.crops),
+    crops = min(args.crops, args.nifti_crops) if method == "nifti" else args.crops
+    cmd = [sys.executable, __file__, "--measure", method, "--n", str(n), "--workdir", str(work), "--crops", str(crops),
            "--pixdim", str(args.pixdim), "--roi", str(args.roi), "--bases", str(args.bases)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode != 0:
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=40, help="cold random crops timed per method and case count")
     ap.add_argument("--bases", type=int, default=4, help="distinct synthetic CTs (cases repeat them)")
     ap.add_argument("--nifti", type=int, default=6, help="raw NIfTI files for the no-cache figure")
+    ap.add_argument("--nifti_crops", type=int, default=10, help="crops timed for the no-cache figure (seconds each at full size)")
     ap.add_argument("--workdir", help="where the files go (default: a temporary folder, removed after)")
     ap.add_argument("--device", default="cpu", help="unused: the data path runs on the CPU")
     ap.add_argument("--measure", choices=("store", "persistent", "nifti"), help=argparse.SUPPRESS)

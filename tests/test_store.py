@@ -215,3 +215,42 @@ def test_preprocess_killed_then_rerun_finishes_the_store(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{finished} case(s) already stored, {8 - finished} written" in out.stdout
     assert not list((tmp_path / "cache").glob("store-*/arrays/*/.*.tmp*"))
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_read_disjoint_cases_from_the_store_and_rank_0_alone_writes(tmp_path, phantom_root):
+    """Two torchrun "nodes" (one process each, c10d rendezvous on 127.0.0.1, gloo) train one run from one store."""
+    from conftest import free_port
+
+    from common.cli import format_override
+    from common.handlers import list_checkpoints
+
+    configs = BUNDLES / "subfore_pretrain" / "configs"
+    reads = tmp_path / "reads"
+    overrides = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5,
+                 "num_phantom_validation": 1, "cache": "store", "pixdim": [3.0, 3.0, 3.0], "feature_size": 12, "network_def#depths": [1, 1, 1, 1],
+                 "network_def#window_size": 4, "roi_size": [64, 64, 64], "batch_size": 1, "num_workers": 0, "num_steps": 6, "epoch_length": 3,
+                 "log_interval": 1, "image_interval": 1000, "checkpoint_interval": 3,
+                 "train#dataset": {"_target_": "store_probe.RecordingDataset", "log_dir": str(reads), "dataset": {
+                     "_target_": "common.data.make_dataset", "data": "@train#files", "transform": "@train#preprocessing", "cache": "@cache",
+                     "cache_dir": "@cache_dir", "num_workers": "@num_workers"}}}
+    files = f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']"
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+           "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "store_two_nodes", "-m", "monai.bundle", "run", "--config_file", files,
+           *[a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [n.communicate(timeout=900)[0] for n in nodes]
+    for n, out in zip(nodes, outs):
+        assert n.returncode == 0, out[-4000:]
+    both = "".join(outs)
+    assert both.count("Engine run finished") == 2  # both ranks trained to the end
+    assert both.count("Preprocessing 4 case(s) into") == 1  # rank 0 alone built the store, the other rank waited
+    assert both.count("Saved checkpoint") == 2 and [it for it, _ in list_checkpoints(tmp_path / "models" / "checkpoints")] == [3, 6]
+    assert len(list((tmp_path / "eval" / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    per_rank = [[int(line.split()[0]) for line in (reads / f"reads_rank{r}.txt").read_text().splitlines()] for r in (0, 1)]
+    assert all(len(r) >= 6 for r in per_rank)  # batch 1, 6 steps each (and what the loader prefetched)
+    for p in range(min(len(r) for r in per_rank) // 2):  # each pass of the 4 cases is split in two disjoint halves
+        a, b = set(per_rank[0][2 * p:2 * p + 2]), set(per_rank[1][2 * p:2 * p + 2])
+        assert not a & b and a | b == {0, 1, 2, 3}, (p, per_rank)
