@@ -176,6 +176,17 @@ def _store(r: dict) -> list[Figure]:
     ]
 
 
+def _run_start(r: dict) -> list[Figure]:
+    n = f"{r['cases']:,} cases"
+    return [
+        Figure("run_start", f"case list + pre-flight + run identity + store lookup at {n}, from the store's manifest (no file stat) / "
+               f"existence + header pre-flight + identity asking the file system (local disk, scaled from {r['baseline_stat_cases']:,})",
+               r["store_total_s"], "file system", r["baseline_header_preflight_scaled_s"]),
+        Figure("run_start", f"run identity of {n} (sizes from the manifest) / a stat of every file (scaled)", r["store"]["identity_s"],
+               "stat of every file", r["baseline_stat_only_scaled_s"]),
+    ]
+
+
 BENCHMARKS = [
     Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
     Benchmark("subfore_datapath", "bench_subfore_datapath.py", ["--train_step"], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
@@ -189,6 +200,7 @@ BENCHMARKS = [
     Benchmark("ctfm", "bench_ctfm.py", [], ["--crops", "2", "--crop_size", "16", "64", "64", "--repeats", "2", "--skip_embedding"], _ctfm),
     Benchmark("store_datapath", "bench_store.py", [], ["--shape", "160", "256", "256", "--roi", "48", "--cases", "8", "16", "--crops", "16",
                                                        "--bases", "2", "--nifti", "2"], _store),
+    Benchmark("run_start", "bench_run_start.py", [], ["--cases", "10000", "--stat_cases", "2000"], _run_start),
 ]
 
 

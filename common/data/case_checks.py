@@ -302,15 +302,16 @@ def preflight(
     """
     from common.data.store import case_key
 
-    def result(entry: Mapping[str, Any]) -> list[str]:
-        if recorded:
+    results: list[list[str] | None] = [None] * len(items)
+    if recorded:
+        for i, entry in enumerate(items):
             known = recorded.get(case_key(entry))
-            if known is not None:
-                return list(known)
-        return check_case(entry, checks)
-
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        results = list(pool.map(result, items))
+            results[i] = list(known) if known is not None else None
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        with ThreadPoolExecutor(max(1, num_threads)) as pool:
+            for i, r in zip(todo, pool.map(lambda i: check_case(items[i], checks), todo)):
+                results[i] = r
     problems = {case_name(e): r for e, r in zip(items, results) if r}
     return PreflightReport(len(items), problems, checks)
 
