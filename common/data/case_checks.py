@@ -309,9 +309,12 @@ def preflight(
             results[i] = list(known) if known is not None else None
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
-        with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        from common.progress import progress_bar
+
+        with ThreadPoolExecutor(max(1, num_threads)) as pool, progress_bar(len(todo), "pre-flight check") as bar:
             for i, r in zip(todo, pool.map(lambda i: check_case(items[i], checks), todo)):
                 results[i] = r
+                bar.update(1)
     problems = {case_name(e): r for e, r in zip(items, results) if r}
     return PreflightReport(len(items), problems, checks)
 

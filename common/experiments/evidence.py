@@ -41,6 +41,7 @@ import torch
 from common.experiments import label_efficiency, probes, stats
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
 from common.io import atomic_write, atomic_write_text
+from common.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -394,10 +395,12 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     needed = {v[len(PRETRAINED_PREFIX):] for c in comparisons for v in (e.get("weights") for e in c["encoders"].values())
               if v and v.startswith(PRETRAINED_PREFIX)}
     pretrained: dict[str, Path] = {}
+    bar = progress_bar(len(needed) + len(comparisons), "evidence", unit="stage")
     if needed:
         datalist = pretraining_datalist(spec, out)
         for name in sorted(needed):
             pretrained[name] = run_pretraining(name, spec["pretraining"][name], datalist, out, in_process)
+            bar.update(1)
     rows: list[dict] = []
     provenance = {}
     for comparison in comparisons:
@@ -407,6 +410,8 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
             rows += probe_runs(comparison, encoders, spec, out)
         rows += finetune_runs(comparison, encoders, spec, out, in_process)
         atomic_write_text(card / "runs.csv", _csv(rows, RUN_FIELDS))
+        bar.update(1)
+    bar.close()
     summary = summarize(rows, {c["name"]: c["baseline"] for c in comparisons})
     atomic_write_text(card / "summary.csv", _csv(summary, SUMMARY_FIELDS))
     atomic_write_text(card / "README.md", markdown(summary, spec))

@@ -1,6 +1,6 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
 reports, weight export, TensorBoard panels and scalars, random-generator state for checkpoints, validation that includes the last epoch, gradient clipping,
-stopping (or skipping) non-finite losses, checkpoint-and-exit on a pre-emption signal."""
+stopping (or skipping) non-finite losses, checkpoint-and-exit on a pre-emption signal, progress bars."""
 
 from common.lazy import exports
 
@@ -19,6 +19,7 @@ EXPORTS = {
     "PREEMPTED_EXIT_CODE": "common.handlers.preemption",
     "PreemptionCheckpoint": "common.handlers.preemption",
     "PretrainedWeightsExporter": "common.handlers.export",
+    "ProgressBarHandler": "common.handlers.progress",
     "ReconstructionImageHandler": "common.handlers.tensorboard",
     "ResumeFromLatest": "common.handlers.checkpoint",
     "RNGState": "common.handlers.rng",

@@ -45,7 +45,7 @@ OPERATIONAL_KEYS = frozenset({
     "device", "amp", "amp_dtype", "compile", "channels_last", "memory_format", "gradient_checkpointing",
     "cache", "cache_rate", "cache_dir", "cache_on_device", "num_workers",
     "log_interval", "image_interval", "checkpoint_interval", "keep_checkpoints", "val_interval",
-    "on_nonfinite_loss", "max_nonfinite_skips", "preempt_signal",
+    "on_nonfinite_loss", "max_nonfinite_skips", "preempt_signal", "progress",
     "tracking", "experiment_name", "run_name", "save_execute_config", "tracking_uri",
     # leaf names inside components (an override such as --train#dataloader#num_workers 0)
     "log_dir", "save_dir", "n_saved", "interval", "iteration_log", "epoch_log", "print_lr",
