@@ -6,9 +6,10 @@ A docs file marks where figures go, naming the benchmarks::
     (generated: do not edit)
     <!-- /bench -->
 
-and this fills each block with those benchmarks' figures from the newest suite result of every kind
-(device and quick/full) in ``bench/results``: one table per result, headed by its file, date, device
-and versions. ``--check`` changes nothing and exits 1 when a block differs from what the results say
+and this fills each block with those benchmarks' figures: for every kind of result (device and
+quick/full) in ``bench/results``, each benchmark's figures come from the newest result of that kind
+that ran it (a run of one benchmark, ``--only``, does not hide the others' figures); one table per
+result file, headed by its file, date, device and versions. ``--check`` changes nothing and exits 1 when a block differs from what the results say
 (the test suite runs it, so hand-edited or stale figures fail).
 
     python bench/update_docs.py [--check] [--results bench/results]
@@ -34,18 +35,32 @@ def docs_files() -> list[Path]:
 
 
 def latest_results(folder: Path) -> list[tuple[Path, dict]]:
-    """The newest ``suite_<date>_<device>[_quick].json`` of each device and mode, full sizes first."""
-    newest: dict[tuple[str, bool], tuple[Path, dict]] = {}
-    for path in sorted(folder.glob("suite_*.json")):  # ISO dates sort in time order
-        result = json.loads(path.read_text())
-        newest[(result["device"], result["quick"])] = (path, result)
-    return [newest[k] for k in sorted(newest, key=lambda k: (k[1], k[0] != "cuda"))]
+    """Every ``suite_<date>_<device>[_quick].json``, grouped by kind (full sizes first, GPU first), newest first within a kind."""
+    results = [(path, json.loads(path.read_text())) for path in sorted(folder.glob("suite_*.json"))]  # ISO dates sort in time order
+    results.reverse()
+    return sorted(results, key=lambda pr: (pr[1]["quick"], pr[1]["device"] != "cuda"))  # stable: newest first within a kind
+
+
+def _newest_holding(names: list[str], results: list[tuple[Path, dict]]) -> list[tuple[Path, dict, list[str]]]:
+    """For each kind, the newest result that ran each of ``names``: ``(path, result, the names it serves)``."""
+    chosen: dict[tuple[str, bool, str], list[str]] = {}
+    by_path = {str(p): (p, r) for p, r in results}
+    for name in names:
+        kinds_done: set[tuple[str, bool]] = set()
+        for path, r in results:
+            kind = (r["device"], r["quick"])
+            if kind in kinds_done or not any(b == name for b, _ in figure_rows(r)):
+                continue
+            kinds_done.add(kind)
+            chosen.setdefault((*kind, str(path)), []).append(name)
+    order = {str(p): i for i, (p, _) in enumerate(results)}
+    return [(*by_path[k[2]], served) for k, served in sorted(chosen.items(), key=lambda kv: order[kv[0][2]])]
 
 
 def render(names: list[str], results: list[tuple[Path, dict]]) -> str:
     parts = []
-    for path, r in results:
-        rows = [row for b, row in figure_rows(r) if b in names]
+    for path, r, served in _newest_holding(names, results):
+        rows = [row for b, row in figure_rows(r) if b in served]
         if not rows:
             continue
         parts.append(

@@ -49,13 +49,16 @@ def _result(device: str, quick: bool, figures: list[Figure]) -> dict:
 
 
 def test_docs_blocks_take_the_named_benchmarks_from_the_newest_result_of_each_kind(tmp_path):
-    old = _result("cpu", True, [Figure("ctfm", "old step", 9.0, "plain", 1.0)])
+    old = _result("cpu", True, [Figure("ctfm", "old step", 9.0, "plain", 1.0), Figure("anatomask_masking", "masks", 3.0, "loop", 1.0)])
     new = _result("cpu", True, [Figure("ctfm", "step", 2.0, "plain", 1.0), Figure("medcontext_step", "other", 1.0, "x", 1.0)])
     gpu = _result("cuda", False, [Figure("ctfm", "gpu step", 0.5, "plain", 1.0)])
     for name, r in (("suite_2026-11-01_cpu_quick.json", old), ("suite_2026-11-25_cpu_quick.json", new), ("suite_2026-11-25_cuda.json", gpu)):
         (tmp_path / name).write_text(json.dumps(r))
     results = update_docs.latest_results(tmp_path)
-    assert [p.name for p, _ in results] == ["suite_2026-11-25_cuda.json", "suite_2026-11-25_cpu_quick.json"]  # GPU full sizes first
+    assert [p.name for p, _ in results] == ["suite_2026-11-25_cuda.json", "suite_2026-11-25_cpu_quick.json",
+                                           "suite_2026-11-01_cpu_quick.json"]  # GPU full sizes first, newest first within a kind
+    both = update_docs.update("<!-- bench: ctfm anatomask_masking -->\n<!-- /bench -->\n", results)
+    assert "| anatomask_masking | masks | 3 |" in both and "old step" not in both  # a benchmark the newest run left out: its last figures
     text = "intro\n<!-- bench: ctfm -->\nhand-edited 1.0 s\n<!-- /bench -->\nend\n"
     out = update_docs.update(text, results)
     assert "hand-edited" not in out and "| ctfm | gpu step | 0.5 |" in out and "| ctfm | step | 2 |" in out
