@@ -24,8 +24,8 @@ from common.handlers import PREEMPTED_EXIT_CODE, list_checkpoints
 from common.handlers.preemption import parse_signal
 
 CONFIGS = [BUNDLES / "subfore_pretrain" / "configs" / "train.json"]
-#: 12 steps in 3 ignite epochs of 4; no periodic checkpoint before the end: what a resume finds is the pre-emption's
-RUN = {**TINY_SUBFORE, "pixdim": [3.0, 3.0, 3.0], "num_steps": 12, "epoch_length": 4, "checkpoint_interval": 100,
+#: 8 steps in 2 ignite epochs of 4; no periodic checkpoint before the end: what a resume finds is the pre-emption's
+RUN = {**TINY_SUBFORE, "pixdim": [3.0, 3.0, 3.0], "batch_size": 1, "num_steps": 8, "epoch_length": 4, "checkpoint_interval": 100,
        "image_interval": 1000, "num_phantoms": 5, "num_phantom_validation": 1}
 
 
@@ -55,16 +55,16 @@ def test_signal_mid_run_checkpoints_exits_75_and_the_rerun_ends_where_an_uninter
                 "preempt_signal": "SIGUSR1"}
 
     assert run_in_process(overrides("straight")) == 0
-    assert run_in_process(overrides("preempted"), signal_after=6) == PREEMPTED_EXIT_CODE
+    assert run_in_process(overrides("preempted"), signal_after=5) == PREEMPTED_EXIT_CODE
     checkpoints = tmp_path / "preempted" / "models" / "checkpoints"
-    assert [it for it, _ in list_checkpoints(checkpoints)] == [6]  # mid-epoch: iteration 6 of epochs of 4
+    assert [it for it, _ in list_checkpoints(checkpoints)] == [5]  # mid-epoch: iteration 5 of epochs of 4
     record = json.loads((checkpoints / "preempted.json").read_text())
-    assert record["iteration"] == 6 and record["signal"] == "SIGUSR1" and record["exit_code"] == 75
+    assert record["iteration"] == 5 and record["signal"] == "SIGUSR1" and record["exit_code"] == 75
     assert not (tmp_path / "preempted" / "models" / "model.pt").exists()  # no 'final' export of an unfinished run
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # the handler is gone with the run
 
     assert run_in_process(overrides("preempted")) == 0  # the same command
-    assert [it for it, _ in list_checkpoints(checkpoints)][-1] == 12 and not (checkpoints / "preempted.json").exists()
+    assert [it for it, _ in list_checkpoints(checkpoints)][-1] == 8 and not (checkpoints / "preempted.json").exists()
     straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "preempted")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight), "the resumed run trained something else"
@@ -98,7 +98,8 @@ def test_signal_names():
 def test_sigterm_to_monai_bundle_run_then_the_same_command(tmp_path, phantom_root):
     """The real thing: ``monai.bundle run`` as a process, ``kill -TERM`` mid-run (SLURM's default signal)."""
     run_dir = tmp_path / "run"
-    overrides = {**RUN, "bundle_root": str(run_dir), "run_dir": str(run_dir), "phantom_dir": str(phantom_root), "num_steps": 40, "epoch_length": 8}
+    overrides = {**RUN, "bundle_root": str(run_dir), "run_dir": str(run_dir), "phantom_dir": str(phantom_root), "num_steps": 40, "epoch_length": 8,
+                 "batch_size": 2}
     files = "[" + ",".join(f"'{f}'" for f in CONFIGS) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
            *[a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]]

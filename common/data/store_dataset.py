@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import Dataset, MetaTensor
-from monai.transforms import Compose
+from monai.transforms import Compose, ToDevice, ToDeviced
 
 from common.data.sampler import SeededItems
 from common.data.store import Store, case_key, decode_value
@@ -199,6 +199,9 @@ def open_store_dataset(data: Sequence[dict], transform: Compose, cache_dir: str,
     from common.distributed import barrier, is_main_process
 
     plan = plan_store(transform, cache_dir)
+    if plan.split < len(transform.transforms) and isinstance(transform.transforms[plan.split], (ToDevice, ToDeviced)):
+        raise ValueError("cache: 'store' reads crops on the CPU; a device move before the random transforms (cache_on_device) "
+                         "needs cache: 'memory' (set cache_on_device False, or cache memory)")
     todo, _ = missing_cases(data, plan)
     if todo:
         if is_main_process():

@@ -7,9 +7,12 @@ device), NumPy's and Python's global generators, and the private generator (``R`
 MONAI transform in the given pipelines (nested ones included). Everything is stored as tensors, ints and tuples, so the
 checkpoint still loads with ``torch.load(weights_only=True)``.
 
-Loaders prefetch batches, so a resumed run draws the same *kind* of stream, not bit for bit the
-batches an uninterrupted run would have seen. Under DDP only rank 0 writes checkpoints: every rank
-loads rank 0's state, then re-seeds from it plus its rank, so ranks keep drawing different crops.
+The training data itself does not depend on these states: its stream is addressed by position and
+each sample seeds its own transforms (:mod:`common.data.sampler`), so what a loader had prefetched
+does not matter. The process's generators saved here drive the rest -- masks, dropout -- and in a
+single process a resumed run continues them exactly (tested). Under DDP only rank 0 writes
+checkpoints: every rank loads rank 0's state, then re-seeds from it plus its rank, so ranks keep
+drawing different masks (not bit for bit the uninterrupted run's).
 """
 
 from __future__ import annotations
