@@ -23,6 +23,8 @@ from common.handlers import list_checkpoints
 #: tiny data everywhere: one training iteration, validation right after it, no worker processes
 ONE_STEP = {"num_steps": 1, "epoch_length": 1, "num_workers": 0, "log_interval": 1}
 CT = {"num_phantoms": 3, "num_phantom_validation": 1}
+CACHE = "store"  # every training bundle runs through the chunked store here (see the module docstring)
+
 TINY_ENCODER = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1]}
 
 #: bundle -> (phantom kind, training overrides on top of demo.json, inference config or None, inference overrides)
@@ -70,7 +72,7 @@ def test_one_iteration_and_inference(bundle, tmp_path, phantom_dirs):
             **({"num_phantoms": 6, "num_phantom_validation": 2} if kind == "ct_triage" else CT)}
     models = tmp_path / "models"
     if (configs / "train.json").is_file():
-        run_in_process([configs / "train.json", configs / "demo.json"], {**ONE_STEP, **data, "cache": "store", **train_overrides})
+        run_in_process([configs / "train.json", configs / "demo.json"], {**ONE_STEP, **data, "cache": CACHE, **train_overrides})
         assert [it for it, _ in list_checkpoints(models / "checkpoints")] == [1]
         assert list((tmp_path / "cache").glob("store-*/manifest.json")), "the run did not read its cases from a store"
         state = torch.load(list_checkpoints(models / "checkpoints")[-1][1], map_location="cpu", weights_only=True)

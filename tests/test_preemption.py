@@ -24,8 +24,8 @@ from common.handlers import PREEMPTED_EXIT_CODE, list_checkpoints
 from common.handlers.preemption import parse_signal
 
 CONFIGS = [BUNDLES / "subfore_pretrain" / "configs" / "train.json"]
-#: 8 steps in 2 ignite epochs of 4; no periodic checkpoint before the end: what a resume finds is the pre-emption's
-RUN = {**TINY_SUBFORE, "pixdim": [3.0, 3.0, 3.0], "batch_size": 1, "num_steps": 8, "epoch_length": 4, "checkpoint_interval": 100,
+#: 4 steps in 2 ignite epochs of 2; no periodic checkpoint before the end: what a resume finds is the pre-emption's
+RUN = {**TINY_SUBFORE, "pixdim": [3.0, 3.0, 3.0], "batch_size": 1, "num_steps": 4, "epoch_length": 2, "checkpoint_interval": 100,
        "image_interval": 1000, "num_phantoms": 5, "num_phantom_validation": 1}
 
 
@@ -55,16 +55,16 @@ def test_signal_mid_run_checkpoints_exits_75_and_the_rerun_ends_where_an_uninter
                 "preempt_signal": "SIGUSR1"}
 
     assert run_in_process(overrides("straight")) == 0
-    assert run_in_process(overrides("preempted"), signal_after=5) == PREEMPTED_EXIT_CODE
+    assert run_in_process(overrides("preempted"), signal_after=3) == PREEMPTED_EXIT_CODE
     checkpoints = tmp_path / "preempted" / "models" / "checkpoints"
-    assert [it for it, _ in list_checkpoints(checkpoints)] == [5]  # mid-epoch: iteration 5 of epochs of 4
+    assert [it for it, _ in list_checkpoints(checkpoints)] == [3]  # mid-epoch: iteration 3 of epochs of 2
     record = json.loads((checkpoints / "preempted.json").read_text())
-    assert record["iteration"] == 5 and record["signal"] == "SIGUSR1" and record["exit_code"] == 75
+    assert record["iteration"] == 3 and record["signal"] == "SIGUSR1" and record["exit_code"] == 75
     assert not (tmp_path / "preempted" / "models" / "model.pt").exists()  # no 'final' export of an unfinished run
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # the handler is gone with the run
 
     assert run_in_process(overrides("preempted")) == 0  # the same command
-    assert [it for it, _ in list_checkpoints(checkpoints)][-1] == 8 and not (checkpoints / "preempted.json").exists()
+    assert [it for it, _ in list_checkpoints(checkpoints)][-1] == 4 and not (checkpoints / "preempted.json").exists()
     straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "preempted")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight), "the resumed run trained something else"

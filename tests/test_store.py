@@ -32,13 +32,14 @@ def bundle_parser(bundle: str, root: Path, phantom_root: Path | str, **overrides
     return parser
 
 
-#: bundle -> (overrides, the reader that must serve its first random transform)
+#: bundle -> (overrides, the reader that must serve its first random transform); the fast tier keeps two
 READERS = {
     "subfore_pretrain": ({"pixdim": [3.0, 3.0, 3.0]}, "_spatial_crop"),  # RandSpatialCropd
     "btcv_finetune": ({"pixdim": [3.0, 3.0, 3.0], "num_samples": 2}, "_pos_neg_label_crop"),  # RandCropByPosNegLabeld + stored indices
     "brats_finetune": ({"num_samples": 2, "phantom_kind": "brats"}, "_spatial_crop_samples"),  # RandSpatialCropSamplesd
     "ctfm_pretrain": ({"crop_size": [16, 32, 32], "num_crops": 3, "init_filters": 8, "pixdim": [3.0, 3.0, 3.0]}, "crop_from_store"),  # IntraSampleViewsd
 }
+SLOW_READERS = ("brats_finetune", "ctfm_pretrain")
 
 
 def loader_batches(dataset, epochs: int = 2) -> list[dict[str, torch.Tensor]]:
@@ -56,7 +57,7 @@ def brats_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("bundle", READERS)
+@pytest.mark.parametrize("bundle", [pytest.param(b, marks=pytest.mark.slow) if b in SLOW_READERS else b for b in READERS])
 def test_store_gives_the_crops_of_the_memory_cache(bundle, tmp_path, phantom_root, brats_root):
     """A seeded run draws the same crops, bit for bit, whether its cases sit in RAM or in the store."""
     overrides, reader = READERS[bundle]
@@ -151,6 +152,7 @@ def test_an_interrupted_preprocessing_keeps_finished_cases_and_redoes_the_cut_on
     assert {c["key"] for c in json.loads((store.root / "manifest.json").read_text())["cases"]} == {case_key(e) for e in entries}
 
 
+@pytest.mark.slow  # the disk cache's test covers the same transform hash in the fast tier
 def test_a_changed_setting_writes_a_new_store(tmp_path, phantom_root):
     coarse = {"cache": "store", "pixdim": [3.0, 3.0, 3.0]}
     bundle_parser("subfore_pretrain", tmp_path, phantom_root, **coarse).get_parsed_content("train#dataset")
