@@ -64,6 +64,7 @@ def test_too_many_skips_stop():
         NonFiniteLossGuard("ignore")
 
 
+@pytest.mark.slow  # two bundle runs (17 s); the guard's rules are unit-tested above in the fast tier
 def test_bundle_stops_on_a_nan_scan_and_can_skip_it(tmp_path):
     """ctfm_pretrain on a datalist whose second scan has NaN voxels: the pre-flight check names it; with the
     check off, the loss guard stops before any update is written; ``on_nonfinite_loss skip`` trains through
