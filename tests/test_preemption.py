@@ -85,6 +85,9 @@ def test_the_stream_is_a_function_of_position_and_ranks_split_each_pass():
     assert len(cases) == 12 and set(cases) == set(range(10))  # padded to a multiple of 3, as DistributedSampler does
     seeds = [i.seed for p in passes for i in p]
     assert len(set(seeds)) == len(seeds)  # every sample of the pass its own seed
+    one = StreamSampler(range(1), seed=0)  # fewer cases than a batch: the stream repeats the case, with other draws
+    batch = [one.sample(k) for k in range(2)]
+    assert [int(i) for i in batch] == [0, 0] and batch[0].seed != batch[1].seed
 
 
 def test_signal_names():
@@ -98,8 +101,7 @@ def test_signal_names():
 def test_sigterm_to_monai_bundle_run_then_the_same_command(tmp_path, phantom_root):
     """The real thing: ``monai.bundle run`` as a process, ``kill -TERM`` mid-run (SLURM's default signal)."""
     run_dir = tmp_path / "run"
-    overrides = {**RUN, "bundle_root": str(run_dir), "run_dir": str(run_dir), "phantom_dir": str(phantom_root), "num_steps": 40, "epoch_length": 8,
-                 "batch_size": 2}
+    overrides = {**RUN, "bundle_root": str(run_dir), "run_dir": str(run_dir), "phantom_dir": str(phantom_root), "num_steps": 12, "epoch_length": 4}
     files = "[" + ",".join(f"'{f}'" for f in CONFIGS) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
            *[a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]]
@@ -115,9 +117,9 @@ def test_sigterm_to_monai_bundle_run_then_the_same_command(tmp_path, phantom_roo
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=300) == PREEMPTED_EXIT_CODE, log.read_text()[-3000:]
     record = json.loads((run_dir / "models" / "checkpoints" / "preempted.json").read_text())
-    assert 3 <= record["iteration"] < 40 and [it for it, _ in list_checkpoints(run_dir / "models" / "checkpoints")][-1] == record["iteration"]
+    assert 3 <= record["iteration"] < 12 and [it for it, _ in list_checkpoints(run_dir / "models" / "checkpoints")][-1] == record["iteration"]
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-3000:]
     assert f"pre-empted at iteration {record['iteration']}" in out and f"at iteration {record['iteration']}" in out
-    assert [it for it, _ in list_checkpoints(run_dir / "models" / "checkpoints")][-1] == 40
+    assert [it for it, _ in list_checkpoints(run_dir / "models" / "checkpoints")][-1] == 12

@@ -106,19 +106,7 @@ def test_pretraining_on_real_ct_reduces_loss(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_multi_process_training_with_multi_gpu_config(tmp_path, phantom_root):
-    """multi_gpu_train.json under torchrun; on CPU the process group uses gloo."""
-    o = overrides(tmp_path, phantom_root, num_steps=4, epoch_length=2, checkpoint_interval=2)
-    out = assert_ok(run_bundle([TRAIN, CONFIGS / "multi_gpu_train.json"], o, torchrun=2))
-    assert out.count("Exported") == 1, "only rank 0 exports"
-    assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, "both ranks train to the end"
-    assert out.count("Saved checkpoint") == 2, "only rank 0 checkpoints (iterations 2 and 4)"
-    net = ConfigParser()
-    net.read_config(str(TRAIN))
-    net.update({**TINY_SUBFORE, "bundle_root": str(tmp_path)})
-    net.get_parsed_content("network_def").load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
-    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "checkpoints" / "checkpoint_4.pt").is_file()
-    assert len(list((tmp_path / "eval" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+# multi_gpu_train.json under torchrun (two "nodes", gloo): tests/test_store.py::test_two_torchrun_nodes_...
 
 
 def test_datalist_naming_a_missing_file_stops_with_its_path(tmp_path):

@@ -45,7 +45,7 @@ from monai.transforms import Compose
 from monai.transforms.utils import map_binary_to_indices
 
 from common.data.cache import first_uncachable, transform_hash
-from common.data.store import CODECS, FORMAT_VERSION, Store, _index_chunking, case_key, checks_digest, chunking, encode_value
+from common.data.store import CODECS, FORMAT_VERSION, Store, index_chunking, case_key, checks_digest, chunking, encode_value
 from common.data.store_crops import BG, FG, crop_size, index_spec
 from common.progress import progress_bar
 
@@ -165,7 +165,7 @@ def _write_fields(store: Store, key: str, data: Mapping[str, Any], plan: StorePl
         for name, idx in ((FG, fg), (BG, bg)):
             idx = np.asarray(idx)
             idx = idx.astype(np.int32 if idx.size == 0 or idx.max() < 2**31 else np.int64)
-            chunks, blocks = _index_chunking(idx.size)
+            chunks, blocks = index_chunking(idx.size)
             nbytes += store.write_array(key, name, idx, chunks, blocks, "zstd", 5).stat().st_size
             out["indices"][name] = {"length": int(idx.size)}
     first = next(iter(volumes))
@@ -262,8 +262,8 @@ def build_store(
     report = BuildReport(str(store.root), kept=len(have))
     done: list[dict] = []
     if todo:
-        logger.info(f"Preprocessing {len(todo)} case(s) into {store.root} ({len(have)} already there) with {workers} "
-                    f"{'process' if processes else 'thread'}{'es' if processes and workers != 1 else '' if processes else 's' if workers != 1 else ''}.")
+        unit = ("process" if processes else "thread") + ("" if workers == 1 else ("es" if processes else "s"))
+        logger.info(f"Preprocessing {len(todo)} case(s) into {store.root} ({len(have)} already there) with {workers} {unit}.")
         with progress_bar(len(todo), desc, enabled=progress) as bar:
             for record in _map(todo, transform, plan, checks, workers, processes):
                 done.append(record)
@@ -300,9 +300,10 @@ def _map(todo: Sequence[Mapping[str, Any]], transform: Compose, plan: StorePlan,
 PIPELINES = (("train#files", "train#preprocessing"), ("validate#files", "validate#preprocessing"))
 
 
-def bundle_pipelines(config_files: Sequence[str], overrides: Mapping[str, Any]) -> tuple[Any, list[tuple[str, list[dict], Compose]], Any, str]:
-    """The parsed config's lists and pipelines, the bundle's case checks (None with ``preflight`` off)
-    and its ``cache_dir``; the lists are resolved without the pre-flight read (the workers check)."""
+def bundle_pipelines(config_files: Sequence[str], overrides: Mapping[str, Any]) -> tuple[list[tuple[str, list[dict], Compose]], Any, str]:
+    """The config's ``(list name, entries, pipeline)`` triples, the bundle's case checks (None with
+    ``preflight`` off) and its ``cache_dir``; the lists are resolved without the pre-flight read (the
+    workers check each case as they read it)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -317,7 +318,7 @@ def bundle_pipelines(config_files: Sequence[str], overrides: Mapping[str, Any]) 
     for files_id, pipeline_id in PIPELINES:
         if files_id in parser and pipeline_id in parser:
             out.append((files_id.split("#")[0], parser.get_parsed_content(files_id), parser.get_parsed_content(pipeline_id)))
-    return parser, out, checks, parser.get_parsed_content("cache_dir")
+    return out, checks, parser.get_parsed_content("cache_dir")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        _, pipelines, checks, cache_dir = bundle_pipelines(args.config_file, parse_values(extra))
+        pipelines, checks, cache_dir = bundle_pipelines(args.config_file, parse_values(extra))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

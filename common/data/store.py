@@ -90,7 +90,7 @@ def chunking(shape: Sequence[int], roi_size: Sequence[int] | None, itemsize: int
     return (channels, *chunk), (channels, *block)
 
 
-def _index_chunking(length: int) -> tuple[tuple[int], tuple[int]]:
+def index_chunking(length: int) -> tuple[tuple[int], tuple[int]]:
     """1-D index arrays: blocks of 8k entries (one random pick decompresses 32-64 kB), chunks of 256k."""
     n = max(1, length)
     return (min(n, 1 << 18),), (min(n, 1 << 13),)

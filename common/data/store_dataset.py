@@ -202,13 +202,13 @@ def open_store_dataset(data: Sequence[dict], transform: Compose, cache_dir: str,
     if plan.split < len(transform.transforms) and isinstance(transform.transforms[plan.split], (ToDevice, ToDeviced)):
         raise ValueError("cache: 'store' reads crops on the CPU; a device move before the random transforms (cache_on_device) "
                          "needs cache: 'memory' (set cache_on_device False, or cache memory)")
-    todo, _ = missing_cases(data, plan)
-    if todo:
-        if is_main_process():
+    if is_main_process():  # rank 0 alone writes; the others look only after it is done (no race on what is missing)
+        todo, _ = missing_cases(data, plan)
+        if todo:
             report = build_store(todo, transform, plan, workers=num_workers, processes=False, desc="preprocessing into the store")
             logger.info(report.line())
-        barrier()
-        todo, _ = missing_cases(data, plan)
+    barrier()
+    todo, _ = missing_cases(data, plan)
     if todo:
         failed = {}
         for entry in todo:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class PreemptionCheckpoint:
     def attach(self, engine: Engine) -> None:
         """Install the signal handler (main thread only) and check for a stop after every iteration."""
         if self.signal is None:
+            return
+        if threading.current_thread() is not threading.main_thread():  # e.g. a MONAI Label worker thread: Python allows
+            logger.info("pre-emption handling is off: the run is not in the main thread, where signals are delivered")
             return
         if self.record_dir.joinpath(RECORD).is_file() and is_main_process():
             previous = json.loads(self.record_dir.joinpath(RECORD).read_text())
