@@ -21,11 +21,13 @@ EXPORTS = {
     "override_hints": "common.runs.contract",
     "PreprocessingMismatchError": "common.runs.contract",
     "read_record": "common.runs.provenance",
+    "require_file": "common.runs.required",
     "record_path": "common.runs.provenance",
     "RUN_RECORD": "common.runs.guard",
     "RunIdentity": "common.runs.guard",
     "RunMismatchError": "common.runs.guard",
     "supersede": "common.runs.guard",
+    "training_command": "common.runs.required",
     "write_record": "common.runs.provenance",
 }
 
