@@ -121,11 +121,8 @@ def test_export_vendors_only_the_bundles_own_method():
     bundles = COMMON.parent / "bundles"
     assert set(BUNDLE_METHOD) == {d.name for d in bundles.iterdir() if (d / "configs").is_dir()}
     for bundle, method in BUNDLE_METHOD.items():
-        texts = []
-        for p in (bundles / bundle / "configs").glob("*.json"):
-            config = json.loads(p.read_text())
-            texts.append(json.dumps({k: v for k, v in config.items() if k != "_generated_"} if isinstance(config, dict) else config))
-        files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(texts)}
+        configs = [json.loads(p.read_text()) for p in (bundles / bundle / "configs").glob("*.json") if not p.name.startswith("datalist")]
+        files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(configs)}
         methods = {f.split("/")[1] for f in files if f.startswith("methods/") and f.count("/") == 2}
         assert methods == ({method} if method else set()), (bundle, methods)
         assert not any(f.startswith(("config_sources/", "experiments/", "zoo/")) for f in files), bundle
@@ -134,7 +131,7 @@ def test_export_vendors_only_the_bundles_own_method():
 def test_a_lazily_exported_name_brings_only_its_module():
     from common.zoo.export import PACKAGE_ROOT, used_modules
 
-    files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(['"_target_": "common.handlers.ValidationWithFinal"'])}
+    files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules([{"handler": {"_target_": "common.handlers.ValidationWithFinal"}}])}
     assert "handlers/validation.py" in files and "handlers/__init__.py" in files and "lazy.py" in files
     assert "handlers/segmentation_report.py" not in files and "handlers/export.py" not in files
 

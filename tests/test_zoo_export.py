@@ -24,11 +24,11 @@ TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#win
 
 def test_used_modules_follow_imports_from_the_configs():
     # a package import alone brings its __init__ (names are imported on first use, common.lazy) ...
-    package_only = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"'])}
+    package_only = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules([{"imports": ["$import common.transforms"]}])}
     assert "common/__init__.py" in package_only and "common/transforms/__init__.py" in package_only and "common/lazy.py" in package_only
     assert "common/transforms/save.py" not in package_only
     # ... a name brings its defining module and what that imports
-    files = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules(['"$import common.transforms"', '"_target_": "common.transforms.SaveLabelMapd"'])}
+    files = {p.relative_to(PACKAGE_ROOT.parent).as_posix() for p in used_modules([{"imports": ["$import common.transforms"], "save": {"_target_": "common.transforms.SaveLabelMapd"}}])}
     assert "common/__init__.py" in files and "common/transforms/save.py" in files
     assert "common/io.py" in files  # imported by common.transforms.save
     assert not any(f.startswith(("common/experiments", "common/zoo", "common/masking")) for f in files)
@@ -91,29 +91,6 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(dest / "configs" / "inference.json"), "--run", json.dumps(probe)]
     out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
     assert f"COMMON_FROM {dest / 'btcv_finetune_common' / '__init__.py'}" in out
-
-
-def test_rename_package_rewrites_the_package_and_nothing_else():
-    from common.zoo.export import rename_package, vendored_package
-
-    src = '''"""See common.transforms.save; the common case."""
-import common
-from common.lazy import exports
-import common.data as cd
-EXPORTS = {"a": "common.transforms.brats"}
-ROOT = Path(common.__file__), getattr(common, "__version__", "")
-def f(common_x):
-    common = 1
-    return common, foo.common.bar
-'''
-    out = rename_package(src, "ab_common")
-    assert out.splitlines() == [
-        '"""See ab_common.transforms.save; the common case."""', "import ab_common as common", "from ab_common.lazy import exports",
-        "import ab_common.data as cd", 'EXPORTS = {"a": "ab_common.transforms.brats"}', 'ROOT = Path(common.__file__), getattr(common, "__version__", "")',
-        "def f(common_x):", "    common = 1", "    return common, foo.common.bar"]
-    with pytest.raises(ValueError, match="cannot be vendored under another name"):
-        rename_package("import common.data\n", "ab_common")
-    assert vendored_package("btcv_finetune") == "btcv_finetune_common" and vendored_package("3d-seg") == "b_3d_seg_common"
 
 
 @pytest.mark.slow

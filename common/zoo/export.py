@@ -8,13 +8,18 @@ the export:
   ``btcv_finetune_common``), renamed so that two exported bundles in one process (a MONAI Label app
   serving both) never share, shadow or miss each other's code: Python imports a package name once
   per process, and each bundle vendors only the modules it uses. Which modules are "used" is
-  computed, not guessed: every ``common.*`` module named in the configs, then everything those
-  modules import (``ast``), with their package ``__init__`` files. The copy is the source with its
-  package name rewritten (import statements, ``common.x`` names and module-path strings, found with
-  :mod:`tokenize`), nothing else;
+  computed, not guessed: every ``common`` name the configs use (``imports``, ``_target_`` paths, name
+  chains of ``$`` expressions), then everything those modules import (``ast``), with their package
+  ``__init__`` files. The copy is the source with its package name rewritten -- import statements,
+  ``common.x`` names and strings that are exactly a module path, found with :mod:`tokenize` --
+  nothing else (not ``foo.common.bar``, not a docstring or URL that mentions ``common.x``);
 - rewrites the exported configs so that ``common`` is imported only when an expression runs: the
-  ``$import common...`` entries leave ``imports``, and ``common.x.y.f`` in a ``$`` expression becomes
-  ``pydoc.locate('common.x.y.f')``. ``_target_`` paths are already imported on use.
+  ``$import common...`` entries leave ``imports``, and a name chain ``common.x.y.f`` in a ``$``
+  expression (parsed: MONAI references set aside, the rest tokenized as Python) becomes
+  ``pydoc.locate('<package>.x.y.f')``. ``_target_`` paths are already imported on use;
+- fails, naming them, when the configs use a name the vendored copy does not provide (a missing
+  module or a name no vendored module defines), so the gap is found at export time and not as
+  ``'NoneType' object is not callable`` in a user's run.
 
 ``common.paths.locate_bundle`` recognises the vendored copy and makes the exported folder the
 ``bundle_root``.
@@ -44,6 +49,8 @@ import sys
 import tokenize
 from pathlib import Path
 
+from monai.bundle.reference_resolver import ReferenceResolver
+
 import common
 from common.config_sources import GENERATED_KEY  # the marker of written configs (the exporter is not vendored)
 from common.zoo.monailabel import metadata_for_monailabel, written_label_names
@@ -53,6 +60,10 @@ logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(common.__file__).resolve().parent
 _CONFIG_MODULE_RE = re.compile(r"\bcommon(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 MAX_FILE_MB = 25.0
+
+
+class ExportError(ValueError):
+    """The bundle cannot be exported as it is; the message names what is wrong."""
 
 
 def _module_file(name: str) -> Path | None:
@@ -87,15 +98,41 @@ def lazy_exports(init: Path) -> dict[str, str]:
     return {}
 
 
-def used_modules(config_texts: list[str]) -> list[Path]:
-    """Source files of every ``common`` module the configs name, closed over their imports and parents.
+def config_module_names(config: object) -> set[str]:
+    """Every ``common`` name a config uses: its ``imports`` entries, ``_target_`` paths and the name chains
+    of its ``$`` expressions (parsed as :func:`lazy_common_imports` parses them: strings that merely
+    mention ``common.x`` -- a message, a URL -- are not uses)."""
+    named: set[str] = set()
+    lazy_common_imports(config, "common", named)
+
+    def imports(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "imports" and isinstance(v, list):
+                    for entry in v:
+                        m = re.match(r"^\$\s*(?:import|from)\s+(common(?:\.\w+)*)", str(entry))
+                        if m:
+                            named.add(m.group(1))
+                else:
+                    imports(v)
+        elif isinstance(node, list):
+            for v in node:
+                imports(v)
+
+    imports(config)
+    return named
+
+
+def used_modules(configs: list[object]) -> list[Path]:
+    """Source files of every ``common`` module the configs use (:func:`config_module_names`), closed over
+    their imports and parents.
 
     A name a package exports lazily (``common.handlers.BestModelSaver``) brings only its defining
     module (``common.handlers.best_model``), not the rest of the package.
     """
     todo = {"common"}
-    for text in config_texts:
-        for dotted in _CONFIG_MODULE_RE.findall(text):
+    for config in configs:
+        for dotted in config_module_names(config):
             parts = dotted.split(".")
             todo |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
     files: set[Path] = set()
@@ -132,18 +169,69 @@ def _renamed(dotted: str, package: str) -> str:
     return package + dotted[len("common"):]
 
 
-def _lazy_expression(expr: str, package: str = "common") -> str:
+#: a MONAI reference inside an expression (``@id``, ``@a#b``, ``@a::b``), built from MONAI's own markers
+_REF_RE = re.compile(re.escape(ReferenceResolver.ref) + r"\w*(?:(?:#|" + re.escape(ReferenceResolver.sep) + r")\w*)*")
+
+
+def _dotted_chains(code: str) -> list[tuple[tuple[int, int], tuple[int, int], str]]:
+    """``(start, end, dotted name)`` of every ``common.x.y`` name chain in Python ``code`` (tokens, not text:
+    never inside a string, never an attribute of something else such as ``net.common.weight``)."""
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    chains = []
+    for i, t in enumerate(tokens):
+        if t.type != tokenize.NAME or t.string != "common" or (i and tokens[i - 1].string == "."):
+            continue
+        j, parts = i + 1, ["common"]
+        while j + 1 < len(tokens) and tokens[j].string == "." and tokens[j + 1].type == tokenize.NAME:
+            parts.append(tokens[j + 1].string)
+            j += 2
+        if len(parts) > 1:
+            chains.append((t.start, tokens[j - 1].end, ".".join(parts)))
+    return chains
+
+
+def _replace_spans(code: str, edits: list[tuple[tuple[int, int], tuple[int, int], str]]) -> str:
+    lines = code.splitlines(keepends=True) or [""]
+    for (sr, sc), (er, ec), text in sorted(edits, reverse=True):
+        if sr == er:
+            lines[sr - 1] = lines[sr - 1][:sc] + text + lines[sr - 1][ec:]
+        else:
+            lines[sr - 1:er] = [lines[sr - 1][:sc] + text + lines[er - 1][ec:]]
+    return "".join(lines)
+
+
+def _lazy_expression(expr: str, package: str = "common", named: set[str] | None = None) -> str:
     """``$common.paths.locate_bundle(x)`` -> ``$pydoc.locate('<package>.paths.locate_bundle')(x)``.
 
-    ``pydoc.locate`` imports the module when the expression runs. (Not ``__import__``: MONAI treats
-    any ``$`` string containing "import" as a candidate import statement and parses it raw.)
+    The expression is parsed, not searched: MONAI references (``@net``, ``@train#dataset``) are set
+    aside, the rest is tokenized as Python, and only name chains that start with ``common`` are
+    rewritten (``@net.common.weight`` and ``'https://x.org/common.html'`` stay as they are). Each
+    rewritten path is added to ``named`` (checked against what was vendored). ``pydoc.locate``
+    imports the module when the expression runs (not ``__import__``: MONAI treats any ``$`` string
+    containing "import" as a candidate import statement and parses it raw).
     """
-    return _CONFIG_MODULE_RE.sub(lambda m: f"pydoc.locate('{_renamed(m.group(0), package)}')", expr)
+    refs: list[str] = []
+
+    def mask(m: re.Match) -> str:
+        refs.append(m.group(0))
+        return f"__ref{len(refs) - 1}__"
+
+    code = _REF_RE.sub(mask, expr[1:])
+    try:
+        chains = _dotted_chains(code)
+    except (tokenize.TokenError, IndentationError, SyntaxError) as e:
+        raise ValueError(f"config expression is not Python: {expr!r} ({e})") from e
+    for *_, dotted in chains:
+        if named is not None:
+            named.add(_renamed(dotted, package))
+    code = _replace_spans(code, [(a, b, f"pydoc.locate('{_renamed(d, package)}')") for a, b, d in chains])
+    return "$" + re.sub(r"__ref(\d+)__", lambda m: refs[int(m.group(1))], code)
 
 
-def lazy_common_imports(config: object, package: str = "common") -> object:
+def lazy_common_imports(config: object, package: str = "common", named: set[str] | None = None) -> object:
     """A config (dict/list/str tree) whose ``common`` imports happen when expressions run, not at parse,
-    from the vendored ``package``; ``_target_`` module paths are renamed to it too."""
+    from the vendored ``package``; ``_target_`` module paths are renamed to it too (exact paths only).
+    Every renamed path is added to ``named``."""
     if isinstance(config, dict):
         out = {}
         for k, v in config.items():
@@ -151,13 +239,58 @@ def lazy_common_imports(config: object, package: str = "common") -> object:
                 v = [e for e in v if not re.match(r"^\$\s*(import|from)\s+common\b", str(e))] + ["$import pydoc"]
             elif k == "_target_" and isinstance(v, str) and _CONFIG_MODULE_RE.fullmatch(v):
                 v = _renamed(v, package)
-            out[k] = lazy_common_imports(v, package)
+                if named is not None:
+                    named.add(v)
+            out[k] = lazy_common_imports(v, package, named)
         return out
     if isinstance(config, list):
-        return [lazy_common_imports(v, package) for v in config]
-    if isinstance(config, str) and config.startswith("$"):
-        return _lazy_expression(config, package)
+        return [lazy_common_imports(v, package, named) for v in config]
+    if isinstance(config, str) and config.startswith("$") and not re.match(r"^\$\s*(import|from)\s", config):
+        return _lazy_expression(config, package, named)
     return config
+
+
+def _defines(module: Path, name: str) -> bool:
+    """Whether ``module`` binds ``name`` at its top level (def, class, assignment, import) or exports it lazily."""
+    tree = ast.parse(module.read_text(), filename=str(module))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name.split(".")[0]) == name for a in node.names):
+            return True
+    return module.name == "__init__.py" and name in lazy_exports(module)
+
+
+def unresolved(names: set[str], package_dir: Path, package: str) -> list[str]:
+    """The dotted names (``<package>.x.y[.attr]``) that the vendored copy in ``package_dir`` cannot provide."""
+    missing = []
+    for dotted in sorted(names):
+        parts = dotted.split(".")[1:]
+        found = None
+        for k in range(len(parts), -1, -1):  # the longest prefix that is a vendored module
+            rel = Path(*parts[:k]) if k else Path()
+            for candidate in (package_dir / rel / "__init__.py", package_dir / rel.with_suffix(".py") if k else None):
+                if candidate is not None and candidate.is_file():
+                    found = (candidate, parts[k:])
+                    break
+            if found:
+                break
+        if found is None or (found[1] and not _defines(found[0], found[1][0])):
+            missing.append(dotted)
+    return missing
+
+
+def _is_module_path_literal(token: str) -> bool:
+    """Whether a string token's value is exactly ``common.x[.y...]`` (not prose, not a URL that contains it)."""
+    try:
+        value = ast.literal_eval(token)
+    except (ValueError, SyntaxError):
+        return False
+    return isinstance(value, str) and _CONFIG_MODULE_RE.fullmatch(value) is not None and token.lstrip("rRuUbBfF")[0] in "'\""
 
 
 def rename_package(source: str, package: str) -> str:
@@ -165,8 +298,9 @@ def rename_package(source: str, package: str) -> str:
 
     ``from common.x import y`` -> ``from <package>.x import y``; ``import common`` -> ``import <package>
     as common`` (so the module's own ``common.x`` references and ``getattr(common, ...)`` keep working);
-    ``import common.x as m`` -> ``import <package>.x as m``; ``common.x`` module paths inside strings
-    (lazy ``EXPORTS`` maps, ``pydoc.locate`` arguments, docstrings) are renamed. A dotted import without
+    ``import common.x as m`` -> ``import <package>.x as m``; a string that is exactly a module path
+    (``"common.x.y"``: lazy ``EXPORTS`` maps, ``pydoc.locate`` arguments) is renamed; other strings
+    (docstrings, URLs) and names such as ``foo.common.bar`` are left alone. A dotted import without
     ``as`` (``import common.x``) cannot be renamed faithfully and raises ``ValueError``.
     """
     tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
@@ -185,8 +319,8 @@ def rename_package(source: str, package: str) -> str:
             else:
                 raise ValueError(f"line {t.start[0]}: 'import common.x' without 'as' cannot be vendored under another name; "
                                  "write 'from common import x' or 'import common.x as x'")
-        elif t.type == tokenize.STRING and _CONFIG_MODULE_RE.search(t.string):
-            edits.append((t.start, t.end, _CONFIG_MODULE_RE.sub(lambda m: _renamed(m.group(0), package), t.string)))
+        elif t.type == tokenize.STRING and _is_module_path_literal(t.string):  # "common.x.y" exactly: a lazy export, a locate() argument
+            edits.append((t.start, t.end, t.string.replace("common", package, 1)))
     lines = source.splitlines(keepends=True)
     for (sr, sc), (er, ec), text in sorted(edits, reverse=True):
         if sr == er:
@@ -256,15 +390,16 @@ def export_bundle(
         (staging / "large_files.yml").write_text("\n".join(lines) + "\n")
 
     package = vendored_package(name)
-    texts = []
+    configs = []
+    named: set[str] = set()
     for p in (staging / "configs").glob("*.json"):
         config = json.loads(p.read_text())
         if isinstance(config, dict):
             config.pop(GENERATED_KEY, None)  # names this repository's config sources, which are not shipped
-        texts.append(json.dumps(config))
         if not p.name.startswith("datalist"):
-            p.write_text(json.dumps(lazy_common_imports(config, package), indent=4) + "\n")
-    files = used_modules(texts)
+            configs.append(config)
+            p.write_text(json.dumps(lazy_common_imports(config, package, named), indent=4) + "\n")
+    files = used_modules(configs)
     for f in files:
         target = staging / package / f.relative_to(PACKAGE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -279,6 +414,11 @@ def export_bundle(
                 "rule": "the modules the configs name, closed over their imports and package __init__ files; "
                         "names a package exports lazily (common.lazy) bring only their defining module"}
     (staging / package / "VENDORED.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    gaps = unresolved(named, staging / package, package)
+    if gaps:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(f"{name}'s configs name {', '.join(g.replace(package, 'common', 1) for g in gaps)}, which the vendored copy of "
+                          f"common does not provide (no such module or name); fix the config or the module, then export again")
     staging.rename(dest)
     shutil.make_archive(str(zip_path.with_suffix("")), "zip", root_dir=out, base_dir=name)
     logger.info(f"Exported {name}: {dest} ({manifest['python_modules']} of {available} Python modules of common as package {package}, "
