@@ -17,7 +17,6 @@ from common.handlers import (
     NonFiniteLossGuard,
     PretrainedWeightsExporter,
     ResumeFromLatest,
-    RNGState,
     atomic_torch_save,
     latest_checkpoint,
     list_checkpoints,
@@ -89,23 +88,24 @@ def test_disabled_resume_refuses_to_overwrite_an_earlier_run(tmp_path):
         engine2.run(data2, max_epochs=1)
 
 
-def test_rng_state_continues_every_stream_and_loads_weights_only(tmp_path):
-    crop = RandSpatialCropd("image", roi_size=(2, 2, 2), random_size=False)
-    pipeline = Compose([RandFlipd("image", prob=0.5), crop])
-    rng = RNGState(pipeline)
-    torch.manual_seed(1)
-    np.random.seed(2)
-    random.seed(3)
-    pipeline.set_random_state(seed=4)
-    atomic_torch_save({"rng": rng.state_dict()}, tmp_path / "c.pt")
+def test_iteration_seed_makes_the_draws_of_a_step_a_function_of_the_step():
+    from ignite.engine import Engine, Events
 
-    def draws():
-        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)], crop.R.rand(3).tolist())
+    from common.handlers import IterationSeed
 
-    first = draws()
-    assert draws() != first  # the streams move on
-    rng.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
-    assert draws() == first  # ... and the checkpoint puts every one of them back
+    def run(start: int) -> dict[int, tuple]:
+        engine, seen = Engine(lambda e, b: None), {}
+        IterationSeed(seed=3).attach(engine)
+        engine.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.__setitem__(
+            e.state.iteration, (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random())))
+        if start:
+            engine.load_state_dict({"iteration": start, "epoch_length": 4, "max_epochs": 3})  # a resumed run
+        engine.run(range(4), max_epochs=3)
+        return seen
+
+    straight, resumed = run(0), run(6)
+    assert set(resumed) == set(range(7, 13)) and all(resumed[i] == straight[i] for i in resumed)  # a resumed run draws the same
+    assert straight[7] != straight[8]  # and the steps differ from each other
 
 
 def test_resume_skips_an_unreadable_newest_checkpoint_tolerates_older_ones_and_cleans_temporaries(tmp_path, caplog):

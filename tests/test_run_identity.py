@@ -171,12 +171,12 @@ def test_longer_run_replans_the_cosine_schedule(tmp_path):
         opt.step()
         sched.step()
     engine.state.iteration, engine.state.epoch, engine.state.max_epochs, engine.state.epoch_length = 5, 5, 10, 1
-    AtomicCheckpointSaver(str(tmp_path), {"model": net, "optimizer": opt, "lr_scheduler": sched, "trainer": engine}).save(engine)
+    AtomicCheckpointSaver(str(tmp_path), {"model": net, "optimizer": opt, "trainer": engine}).save(engine)  # no scheduler state
 
     net2, opt2, sched2 = parts(20)
     engine2 = Engine(lambda e, b: None)
     engine2.state.max_epochs = 20
-    ResumeFromLatest(str(tmp_path), {"model": net2, "optimizer": opt2, "lr_scheduler": sched2, "trainer": engine2})(engine2)
+    ResumeFromLatest(str(tmp_path), {"model": net2, "optimizer": opt2, "trainer": engine2}, schedulers=[sched2])(engine2)
     _, _, fresh = parts(20)
     for _ in range(5):
         fresh.optimizer.step()

@@ -159,5 +159,5 @@ def make_dataset(
     head = Compose(transform.transforms[:split])
     tail = transform.transforms[split:]
     persistent = _SeededPersistentDataset(data, head, cache_dir=cache_dir, hash_transform=transform_hash)
-    # the random tail keeps its transform objects, so checkpointed generator states (RNGState) still reach them
+    # the random tail keeps its transform objects, so the per-sample seeds (common.data.sampler) reach them
     return _RandomTail(persistent, Compose(tail)) if tail else persistent

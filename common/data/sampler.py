@@ -30,6 +30,7 @@ from ignite.engine import Engine, Events
 from torch.utils.data import Sampler
 
 from common.distributed import is_initialized
+from common.seeding import mix_seed
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ class SeededIndex(int):
 
     def __reduce__(self) -> tuple:  # survives the trip to a DataLoader worker process
         return SeededIndex, (int(self), self.seed)
-
-
-def _mix(*values: int) -> int:
-    """A 32-bit seed from several integers (NumPy's ``SeedSequence``: well spread, same on every platform)."""
-    return int(np.random.SeedSequence([int(v) % 2**63 for v in values]).generate_state(1)[0])
 
 
 class StreamSampler(Sampler[int]):
@@ -85,7 +81,7 @@ class StreamSampler(Sampler[int]):
         """This rank's cases in pass ``p``."""
         if self._pass is None or self._pass[0] != p:
             if self.shuffle:
-                g = torch.Generator().manual_seed(_mix(self.seed, p, 0x5EED))
+                g = torch.Generator().manual_seed(mix_seed(self.seed, p, 0x5EED))
                 order = torch.randperm(self.num_cases, generator=g).numpy()
             else:
                 order = np.arange(self.num_cases)
@@ -97,7 +93,7 @@ class StreamSampler(Sampler[int]):
     def sample(self, k: int) -> SeededIndex:
         """Sample ``k`` of this rank's stream: its case and its seed."""
         p, j = divmod(k, self.per_rank)
-        return SeededIndex(int(self.order(p)[j]), _mix(self.seed, p, j * self.num_replicas + self.rank))
+        return SeededIndex(int(self.order(p)[j]), mix_seed(self.seed, p, j * self.num_replicas + self.rank))
 
     def __iter__(self) -> Iterator[SeededIndex]:
         k = self.start

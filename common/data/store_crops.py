@@ -1,7 +1,7 @@
 """Random crops read from the store: the pipeline's own crop transform draws, only the crop's bytes are read.
 
 A training pipeline's first random transform is usually a crop. With ``cache: store`` that transform
-object stays in the pipeline (so MONAI's seeding and the checkpointed generator states reach it) and
+object stays in the pipeline (so MONAI's seeding and the stream's per-sample seeds reach it) and
 draws its crop with its own generator, exactly as on an in-memory volume; the reader then slices the
 crop from the memory-mapped file instead of from a tensor. What MONAI's crop transforms draw is
 reproduced through their public pieces (``get_random_patch``, ``generate_pos_neg_label_crop_centers``

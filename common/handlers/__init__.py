@@ -1,5 +1,5 @@
 """Ignite handlers: atomic checkpoints and resume, best-model saving, per-case/per-class metric
-reports, weight export, TensorBoard panels and scalars, random-generator state for checkpoints, validation that includes the last epoch, gradient clipping,
+reports, weight export, TensorBoard panels and scalars, per-iteration seeding of the random generators, validation that includes the last epoch, gradient clipping,
 stopping (or skipping) non-finite losses, checkpoint-and-exit on a pre-emption signal, progress bars."""
 
 from common.lazy import exports
@@ -11,6 +11,7 @@ EXPORTS = {
     "batch_cases": "common.data.cases",
     "BestModelSaver": "common.handlers.best_model",
     "GradientClipping": "common.handlers.gradient_clipping",
+    "IterationSeed": "common.handlers.seeding",
     "is_main_process": "common.distributed",
     "latest_checkpoint": "common.runs.checkpoints",
     "list_checkpoints": "common.runs.checkpoints",
@@ -22,7 +23,6 @@ EXPORTS = {
     "ProgressBarHandler": "common.handlers.progress",
     "ReconstructionImageHandler": "common.handlers.tensorboard",
     "ResumeFromLatest": "common.handlers.checkpoint",
-    "RNGState": "common.handlers.rng",
     "ScalarsHandler": "common.handlers.tensorboard",
     "SegmentationReport": "common.handlers.segmentation_report",
     "ValidationWithFinal": "common.handlers.validation",

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LRScheduler
 
 from common.distributed import is_main_process
 from common.io import atomic_torch_save
@@ -92,41 +93,29 @@ class AtomicCheckpointSaver:
         return path
 
 
-#: Scheduler attributes that are progress, restored from a checkpoint; every other attribute is a
-#: setting (``t_total``, ``warmup_steps``...), kept as this run configured it.
-_SCHEDULE_PROGRESS = {"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial", "base_lrs", "optimizer", "lr_lambdas"}
+def schedule_at(scheduler: LRScheduler, iteration: int) -> None:
+    """Put ``scheduler`` (as configured) at step ``iteration``: its learning rate is that of that step.
 
-
-def _schedule_settings(scheduler: LRScheduler) -> dict[str, Any]:
-    return {k: v for k, v in vars(scheduler).items() if k not in _SCHEDULE_PROGRESS}
-
-
-def _replan_schedule(scheduler: LRScheduler, configured: dict[str, Any]) -> None:
-    """Keep this run's schedule settings over a checkpoint's (only the run length may differ: the run
-    identity check compared everything else) and set the learning rate of the current step from them.
-
-    PyTorch's ``LambdaLR.state_dict`` stores the schedule's own attributes (``WarmupCosineSchedule``'s
-    ``t_total``), so a run continued to a longer ``num_steps`` would otherwise follow the old
-    length: its cosine would pass its end and rise again.
+    A learning-rate schedule is a function of the step, so checkpoints do not store it: a resumed run
+    builds the configured one and moves it to the checkpoint's iteration. A run continued to a longer
+    ``num_steps`` thereby follows the schedule planned for the new length, with no special code.
     """
-    changed = {k: (getattr(scheduler, k, None), v) for k, v in configured.items() if getattr(scheduler, k, None) != v}
-    if not changed:
+    if iteration <= 0:
         return
-    vars(scheduler).update(configured)
-    if isinstance(scheduler, LambdaLR):
-        old = [g["lr"] for g in scheduler.optimizer.param_groups]
-        lrs = [base * fn(scheduler.last_epoch) for fn, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
-        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
-            group["lr"] = lr
-        scheduler._last_lr = lrs
-        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-        logger.warning(f"Learning-rate schedule re-planned ({what}): lr at step {scheduler.last_epoch} is {lrs[0]:.3g} (was {old[0]:.3g}).")
+    scheduler.last_epoch = iteration - 1
+    with warnings.catch_warnings():  # torch warns when a scheduler steps before the (restored) optimizer has
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 class ResumeFromLatest:
     """At the start of a run, load the newest checkpoint in ``checkpoint_dir`` (if any) into
     ``load_dict`` -- model, optimizer, scheduler, trainer state (iteration, epoch), random generators,
     best metric, skip counters -- so training continues from its iteration.
+
+    Learning-rate schedulers are not in checkpoints: ``schedulers`` are put at the loaded iteration
+    (:func:`schedule_at`). Random generators are not either: they are re-seeded per iteration
+    (:class:`common.handlers.IterationSeed`) and per sample (:mod:`common.data.sampler`).
 
     Loads with ``torch.load(weights_only=True)`` (no code in a checkpoint runs). A newest checkpoint
     that cannot be read (a disk fault; a killed write never produces one, see the saver) is reported
@@ -139,13 +128,16 @@ class ResumeFromLatest:
         map_location: device mapping for ``torch.load`` (e.g. the training device).
         enabled: ``False`` starts from scratch; it refuses to start if ``checkpoint_dir`` already
             holds checkpoints, since the new run would prune them (nothing written is lost silently).
+        schedulers: learning-rate schedulers to put at the loaded iteration.
     """
 
-    def __init__(self, checkpoint_dir: str, load_dict: Mapping[str, Any], map_location: Any = None, enabled: bool = True) -> None:
+    def __init__(self, checkpoint_dir: str, load_dict: Mapping[str, Any], map_location: Any = None, enabled: bool = True,
+                 schedulers: Sequence[LRScheduler] = ()) -> None:
         self.checkpoint_dir = checkpoint_dir
         self.load_dict = dict(load_dict)
         self.map_location = map_location
         self.enabled = enabled
+        self.schedulers = list(schedulers)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
@@ -190,10 +182,9 @@ class ResumeFromLatest:
         if missing:
             logger.warning(f"checkpoint {path.name} has no {missing} (written by an older version): those start fresh")
         prior_max_epochs = engine.state.max_epochs
-        planned = {k: _schedule_settings(v) for k, v in self.load_dict.items() if isinstance(v, LRScheduler)}
         Checkpoint.load_objects(to_load={k: v for k, v in self.load_dict.items() if k in checkpoint}, checkpoint=dict(checkpoint))
-        for key, settings in planned.items():
-            _replan_schedule(self.load_dict[key], settings)
+        for scheduler in self.schedulers:
+            schedule_at(scheduler, engine.state.iteration)
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"checkpoint {path} is at epoch {engine.state.epoch}, past this run's {prior_max_epochs} epochs: "

@@ -6,8 +6,9 @@ time limit, or the signal chosen with ``--signal``). Without this, everything si
 agrees to stop at the same iteration, rank 0 writes a checkpoint of that iteration (the atomic saver
 of :mod:`common.handlers.checkpoint`) and ``<checkpoint_dir>/preempted.json``, and the process exits
 with code 75 (``EX_TEMPFAIL``: "try again"). The same command, run again, resumes from that
-checkpoint and -- the data stream being addressed by position (:mod:`common.data.sampler`) -- trains
-exactly what the uninterrupted run would have trained (tested on the CPU).
+checkpoint and -- the data stream and the generators being functions of the position
+(:mod:`common.data.sampler`, :class:`common.handlers.IterationSeed`) -- trains exactly what the
+uninterrupted run would have trained (tested on the CPU).
 
 Fills a gap of Ignite's ``Checkpoint`` and MONAI's ``CheckpointSaver``: they save on events, not on a
 signal, and nothing there coordinates the ranks' stop. A second signal while the checkpoint is being

@@ -35,7 +35,10 @@ def training_command(bundle_root: str | os.PathLike) -> str:
 
 
 def require_file(path: str | os.PathLike, run_dir: str | os.PathLike, what: str, make: str, override: str) -> str:
-    """``path`` if it is a file; else end the command with one line naming it, ``run_dir``, ``make`` and ``override``."""
-    if Path(path).is_file():
+    """``path`` if it is a file; else end the command with one line naming it, ``run_dir``, ``make`` and ``override``.
+
+    An empty ``path`` is a config that asks for no file (e.g. retrieval's demo with a random encoder): nothing is required.
+    """
+    if not str(path) or Path(path).is_file():
         return str(path)
     raise SystemExit(f"no {what} at {path} (run folder {run_dir}): make it with `{make}`, or point {override} at a file you have")
