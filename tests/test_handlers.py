@@ -10,7 +10,6 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.networks.nets import SwinUNETR
-from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
 from common.handlers import (
     AtomicCheckpointSaver,

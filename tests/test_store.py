@@ -20,7 +20,7 @@ from monai.data import DataLoader
 
 from common.data import preprocess as preprocess_module
 from common.data.case_checks import DataPreflightError
-from common.data.store import BLOCK_BYTES, CHUNK_BYTES, Store, case_key, chunking
+from common.data.store import BLOCK_BYTES, CHUNK_BYTES, case_key, chunking
 from common.data.store_dataset import StoreDataset, StoredCase
 
 

@@ -15,7 +15,7 @@ transfer to its network, or two training variants) it runs
   ``cache: disk``, which draws the same random crops as the default memory cache), so each case is
   preprocessed once for the whole card, not once a run (a comparison's own ``cache`` override wins);
 
-and writes ``<output_dir>/card/``: ``runs.csv`` (every run), ``summary.csv`` and ``README.md``
+and writes ``<output_dir>/card/`` (:mod:`common.experiments.card`): ``runs.csv`` (every run), ``summary.csv`` and ``README.md``
 (means with 95% t intervals over seeds, bootstrap intervals over held-out cases for the probes, and
 each encoder's paired difference to the comparison's baseline per fraction), ``finetune.png`` and
 ``probes.png``, and ``protocol.json`` with each encoder's provenance. Everything finished is reused,
@@ -28,33 +28,23 @@ so an interrupted card resumes. Example::
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.experiments import label_efficiency, probes, stats
+from common.experiments import label_efficiency, probes
+from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
-from common.io import atomic_write, atomic_write_text
+from common.io import atomic_write_text
 from common.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "source"]
 PRETRAINED_PREFIX = "pretraining:"
-
-
-def _csv(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 class SpecChangedError(RuntimeError):
@@ -265,113 +255,6 @@ def final_per_case(path: Path, metric: str) -> list[float]:
     return values
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -> list[dict]:
-    """One row per (comparison, kind, encoder, fraction): mean and 95% t interval over seeds, bootstrap
-    interval over the held-out cases (each case's value averaged over seeds), and the paired difference
-    to the comparison's baseline over the seeds both have."""
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["comparison"], r["kind"], r["encoder"], float(r["fraction"])), []).append(r)
-    out = []
-    for (comparison, kind, encoder, fraction), rs in groups.items():
-        by_seed = {int(r["seed"]): float(r["value"]) for r in rs}
-        seeds = stats.t_interval(list(by_seed.values()))
-        row = {"comparison": comparison, "kind": kind, "encoder": encoder, "fraction": fraction, "seeds": seeds["n"],
-               "mean": seeds["mean"], "seed_low": seeds["low"], "seed_high": seeds["high"]}
-        per_case = [json.loads(r["per_case"]) for r in rs if r.get("per_case")]
-        if per_case and all(len(c) == len(per_case[0]) for c in per_case):
-            case_means = [sum(c[i] for c in per_case) / len(per_case) for i in range(len(per_case[0]))]
-            boot = stats.bootstrap_interval(case_means)
-            row |= {"cases": boot["n"], "case_low": boot["low"], "case_high": boot["high"]}
-        base = baselines.get(comparison)
-        if base and base != encoder and (comparison, kind, base, fraction) in groups:
-            base_by_seed = {int(r["seed"]): float(r["value"]) for r in groups[(comparison, kind, base, fraction)]}
-            diff = stats.paired_difference(by_seed, base_by_seed)
-            row |= {"vs": base, "diff": diff["mean"], "diff_low": diff["low"], "diff_high": diff["high"]}
-        out.append(row)
-    return out
-
-
-SUMMARY_FIELDS = ["comparison", "kind", "encoder", "fraction", "seeds", "mean", "seed_low", "seed_high", "cases", "case_low", "case_high",
-                  "vs", "diff", "diff_low", "diff_high"]
-
-
-def _fmt(value: Any) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) -> str:
-    """The card's table: one line per summary row."""
-    lines = [f"# Evidence card: protocol `{protocol.get('name', '?')}`", "",
-             protocol.get("description", ""), "",
-             f"Seeds {protocol.get('seeds')}, labelled fractions {protocol.get('fractions')}. Intervals are 95%: Student t over seeds, "
-             "percentile bootstrap over the held-out cases (each case averaged over seeds); the paired difference is taken per seed "
-             "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
-             "held-out cases (not the best validation epoch, which would be chosen on those same cases). Probes: a linear voxel probe "
-             "(Dice) and a k-NN patch probe (balanced accuracy) on the frozen encoder; `raw_intensity` is the floor.", "",
-             *([protocol["real_check"].get("description", ""), ""] if protocol.get("real_check") else []),
-             "| comparison | like for like? |", "|---|---|",
-             *[f"| {c['name']} | {c.get('like_for_like', 'not stated')} |" for c in protocol.get("comparisons", [])], "",
-             "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in summary:
-        seed_ci = f"[{_fmt(r.get('seed_low'))}, {_fmt(r.get('seed_high'))}]"
-        case_ci = f"[{_fmt(r['case_low'])}, {_fmt(r['case_high'])}]" if not math.isnan(r.get("case_low", math.nan)) else "—"
-        diff = f"{r['diff']:+.3f} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] vs {r['vs']}" if "diff" in r else "—"
-        lines.append(f"| {r['comparison']} | {r['kind']} | {r['encoder']} | {r['fraction']:g} | {r['seeds']} | {_fmt(r['mean'])} | {seed_ci} | {case_ci} | {diff} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(summary: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
-    """``finetune.png`` (metric vs labelled fraction with seed intervals, one panel per comparison) and
-    ``probes.png`` (probe scores per encoder with seed intervals)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    comparisons = list(dict.fromkeys(r["comparison"] for r in summary))
-    for name, select in (("finetune", lambda k: k.startswith("finetune")), ("probes", lambda k: "probe" in k)):
-        rows = [[(c, k) for k in dict.fromkeys(r["kind"] for r in summary if r["comparison"] == c and select(r["kind"]))] for c in comparisons]
-        rows = [row for row in rows if row]
-        if not rows:
-            continue
-        if name == "finetune":  # one panel per comparison: a single row reads best
-            rows = [[p for row in rows for p in row]]
-        ncols = max(len(row) for row in rows)
-        fig, axes = plt.subplots(len(rows), ncols, figsize=(4.2 * ncols, 3.6 * len(rows)), squeeze=False)
-        for axes_row, row in zip(axes, rows):
-            for ax in axes_row[len(row):]:
-                ax.set_visible(False)
-        for ax, (c, k) in ((ax, p) for axes_row, row in zip(axes, rows) for ax, p in zip(axes_row, row)):
-            rs = [r for r in summary if r["comparison"] == c and r["kind"] == k]
-            encoders = list(dict.fromkeys(r["encoder"] for r in rs))
-            for x, e in enumerate(encoders):
-                er = sorted((r for r in rs if r["encoder"] == e), key=lambda r: r["fraction"])
-                lo = [r["mean"] - r["seed_low"] if not math.isnan(r["seed_low"]) else 0 for r in er]
-                hi = [r["seed_high"] - r["mean"] if not math.isnan(r["seed_high"]) else 0 for r in er]
-                if name == "finetune":
-                    ax.errorbar([100 * r["fraction"] for r in er], [r["mean"] for r in er], yerr=[lo, hi], marker="o", capsize=3, label=e)
-                else:
-                    ax.bar(x, er[0]["mean"], yerr=[[lo[0]], [hi[0]]], capsize=3, label=e)
-            if name == "probes":
-                ax.set_xticks(range(len(encoders)), encoders, rotation=30, ha="right", fontsize=7)
-            else:
-                ax.set_xlabel("labelled training cases (%)")
-                ax.legend(fontsize=7)
-            ax.set_title(f"{c}\n{k}", fontsize=8)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
 def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: Sequence[str] = (), in_process: bool = True) -> str:
     """Run the protocol (resuming what is finished) and write the card; return the card folder.
 
@@ -409,14 +292,10 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         if comparison.get("probes", True):
             rows += probe_runs(comparison, encoders, spec, out)
         rows += finetune_runs(comparison, encoders, spec, out, in_process)
-        atomic_write_text(card / "runs.csv", _csv(rows, RUN_FIELDS))
+        atomic_write_text(card / "runs.csv", csv_text(rows, RUN_FIELDS))
         bar.update(1)
     bar.close()
-    summary = summarize(rows, {c["name"]: c["baseline"] for c in comparisons})
-    atomic_write_text(card / "summary.csv", _csv(summary, SUMMARY_FIELDS))
-    atomic_write_text(card / "README.md", markdown(summary, spec))
-    atomic_write_text(card / "protocol.json", json.dumps({"protocol": spec, "encoders": provenance}, indent=1))
-    plot(summary, card)
+    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons})
     logger.info(f"Wrote the card to {card}")
     return str(card)
 

@@ -10,7 +10,6 @@ Restarting the same command finds it and continues from its iteration.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path

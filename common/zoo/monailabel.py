@@ -15,6 +15,9 @@ metadata: ``pred`` describes the label map inference writes (``format: "labels"`
 ``channel_def`` = label value -> name, from the inference config's ``label_map_names``), and the
 network's output description moves to ``network_output``, which :mod:`common.zoo.verify` checks the
 network against instead.
+
+The MONAI Label checks of the bundle verifier live here too (:func:`check_monailabel`): the keys its
+bundle tasks read and override, what its infer task drops from postprocessing, and the label names.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common.paths import bundle_on_path
+from common.zoo.findings import Finding
 
 #: inference-config id of ``{label value: name}`` for the label map the bundle writes (also DICOM-SEG's segments)
 LABEL_MAP_KEY = "label_map_names"
@@ -88,3 +92,71 @@ def metadata_for_monailabel(meta: Mapping[str, Any], names: Mapping[int, str]) -
     rest = {k: v for k, v in outputs.items() if k not in ("pred", NETWORK_OUTPUT_KEY)}
     out["network_data_format"]["outputs"] = {"pred": label_map_output(network, names), NETWORK_OUTPUT_KEY: network, **rest}
     return out
+
+
+#: What MONAI Label's ``BundleInferTask`` reads from inference.json and ``BundleTrainTask`` overrides in train.json.
+MONAILABEL_INFER_KEYS = ("bundle_root", "device", "network_def", "preprocessing", "postprocessing", "inferer")
+MONAILABEL_TRAIN_KEYS = ("bundle_root", "device", "network", "run", "train#trainer#max_epochs", "train#dataset#data", "train#handlers", "validate#dataset#data")
+
+
+def _transforms(compose: Any) -> list:
+    """The leaf transforms of a (nested) ``Compose``."""
+    inner = getattr(compose, "transforms", None)
+    if inner is None:
+        return [compose]
+    return [t for c in inner for t in _transforms(c)]
+
+
+def check_monailabel(bundle: Path, meta: dict, overrides: dict, tmp: Path) -> list[Finding]:
+    """MONAI Label ``monaibundle`` app contract (see ``monailabel.tasks.{infer,train}.bundle``).
+
+    Its infer task runs ``preprocessing``, ``inferer`` and ``postprocessing`` minus ``SaveImaged``
+    (it writes the result itself), on a dict that also holds ``image_path`` (a string); its train task
+    overrides the train.json ids in :data:`MONAILABEL_TRAIN_KEYS` and loads ``models/model.pt`` into
+    ``@network``.
+    """
+    from monai.bundle import ConfigParser
+    from monai.transforms import SaveImaged, Spacingd
+
+    problems = []
+    for name, keys in (("inference.json", MONAILABEL_INFER_KEYS), ("train.json", MONAILABEL_TRAIN_KEYS)):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / name))
+        problems += [f"{name}: no '{k}'" for k in keys if k not in parser]
+        if name != "inference.json" or problems:
+            continue
+        parser.update({**overrides, "bundle_root": str(tmp)})
+        try:
+            post = _transforms(parser.get_parsed_content("postprocessing"))
+            pre = _transforms(parser.get_parsed_content("preprocessing"))
+        except Exception as e:
+            problems.append(f"{name}: pre/postprocessing cannot be built: {type(e).__name__}: {e}")
+            continue
+        writers = [type(t).__name__ for t in post if type(t).__name__.startswith("Save") and not isinstance(t, SaveImaged)]
+        if writers:
+            problems.append(f"{name}: postprocessing writes files ({', '.join(writers)}); MONAI Label filters only SaveImaged, keep writers out of it")
+        if any(type(t) is Spacingd for t in pre):
+            problems.append(f"{name}: plain Spacingd in preprocessing fails on MONAI Label's 'image_path' entry; use common.transforms.SpacingKeepExtrasd")
+    detail = "; ".join(problems) if problems else "inference/train keys present; postprocessing writes only through SaveImaged (dropped by MONAI Label); preprocessing takes its image_path entry"
+    return [Finding("monailabel", not problems, detail), *_check_monailabel_labels(bundle, meta)]
+
+
+def _check_monailabel_labels(bundle: Path, meta: dict) -> list[Finding]:
+    """Do the names MONAI Label reads (first output's channel_def) match the label map inference writes?
+
+    A mismatch fails only in metadata written for MONAI Label (a ``format: "labels"`` first output,
+    ``python -m common.zoo.export --monailabel``); in a Model Zoo bundle, whose ``pred`` describes the
+    network's channels, it is reported with the way out.
+    """
+    try:
+        written = {n.lower(): v for v, n in sorted(written_label_names(bundle).items())}
+    except (FileNotFoundError, KeyError) as e:
+        return [Finding("monailabel_labels", True, f"not checked: {e}")]
+    read = monailabel_labels(meta)
+    if read == written:
+        return [Finding("monailabel_labels", True, f"MONAI Label's label names match the written label map: {read}")]
+    first = next(iter(meta["network_data_format"]["outputs"].values()))
+    for_monailabel = first.get("format") == "labels"
+    return [Finding("monailabel_labels", not for_monailabel,
+                    f"MONAI Label would name the labels {read}, the written label map is {written}"
+                    + ("" if for_monailabel else ": for a MONAI Label app export with `python -m common.zoo.export <bundle> --monailabel`"))]

@@ -44,14 +44,15 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.paths import bundle_on_path
-from common.zoo.monailabel import NETWORK_OUTPUT_KEY, monailabel_labels, written_label_names
+from common.zoo.findings import Finding
+from common.zoo.monailabel import NETWORK_OUTPUT_KEY, check_monailabel
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +72,6 @@ QUICK_OVERRIDES = {
     **dict.fromkeys(("SegResNetDS", "ContrastiveModel", "EncoderClassifier"), {"blocks_down": [1, 1, 1, 1, 1], "init_filters": 8}),
     "PooledEncoder": {"blocks_down": [1, 1, 1, 1, 1]},  # its output is the features: their width (16 x init_filters) is the contract
 }
-
-
-@dataclass
-class Finding:
-    """One check's outcome; ``detail`` says what was wrong, or what was verified."""
-
-    check: str
-    ok: bool
-    detail: str = ""
 
 
 def _load_json(path: Path) -> Any:
@@ -237,74 +229,6 @@ def check_torchscript(bundle: Path, overrides: dict, tmp: Path, max_side: int | 
         return [Finding("torchscript", excused, f"{name} exported traced, not scripted ({errors[0]}); output {tuple(out.shape)}"
                         + ("" if excused else ": make it scriptable (the Model Zoo's ckpt_export scripts)"))]
     return [Finding("torchscript", False, f"{name} neither scripts nor traces: {' | '.join(errors)}")]
-
-
-#: What MONAI Label's ``BundleInferTask`` reads from inference.json and ``BundleTrainTask`` overrides in train.json.
-MONAILABEL_INFER_KEYS = ("bundle_root", "device", "network_def", "preprocessing", "postprocessing", "inferer")
-MONAILABEL_TRAIN_KEYS = ("bundle_root", "device", "network", "run", "train#trainer#max_epochs", "train#dataset#data", "train#handlers", "validate#dataset#data")
-
-
-def _transforms(compose: Any) -> list:
-    """The leaf transforms of a (nested) ``Compose``."""
-    inner = getattr(compose, "transforms", None)
-    if inner is None:
-        return [compose]
-    return [t for c in inner for t in _transforms(c)]
-
-
-def check_monailabel(bundle: Path, meta: dict, overrides: dict, tmp: Path) -> list[Finding]:
-    """MONAI Label ``monaibundle`` app contract (see ``monailabel.tasks.{infer,train}.bundle``).
-
-    Its infer task runs ``preprocessing``, ``inferer`` and ``postprocessing`` minus ``SaveImaged``
-    (it writes the result itself), on a dict that also holds ``image_path`` (a string); its train task
-    overrides the train.json ids in :data:`MONAILABEL_TRAIN_KEYS` and loads ``models/model.pt`` into
-    ``@network``.
-    """
-    from monai.bundle import ConfigParser
-    from monai.transforms import SaveImaged, Spacingd
-
-    problems = []
-    for name, keys in (("inference.json", MONAILABEL_INFER_KEYS), ("train.json", MONAILABEL_TRAIN_KEYS)):
-        parser = ConfigParser()
-        parser.read_config(str(bundle / "configs" / name))
-        problems += [f"{name}: no '{k}'" for k in keys if k not in parser]
-        if name != "inference.json" or problems:
-            continue
-        parser.update({**overrides, "bundle_root": str(tmp)})
-        try:
-            post = _transforms(parser.get_parsed_content("postprocessing"))
-            pre = _transforms(parser.get_parsed_content("preprocessing"))
-        except Exception as e:
-            problems.append(f"{name}: pre/postprocessing cannot be built: {type(e).__name__}: {e}")
-            continue
-        writers = [type(t).__name__ for t in post if type(t).__name__.startswith("Save") and not isinstance(t, SaveImaged)]
-        if writers:
-            problems.append(f"{name}: postprocessing writes files ({', '.join(writers)}); MONAI Label filters only SaveImaged, keep writers out of it")
-        if any(type(t) is Spacingd for t in pre):
-            problems.append(f"{name}: plain Spacingd in preprocessing fails on MONAI Label's 'image_path' entry; use common.transforms.SpacingKeepExtrasd")
-    detail = "; ".join(problems) if problems else "inference/train keys present; postprocessing writes only through SaveImaged (dropped by MONAI Label); preprocessing takes its image_path entry"
-    return [Finding("monailabel", not problems, detail), *_check_monailabel_labels(bundle, meta)]
-
-
-def _check_monailabel_labels(bundle: Path, meta: dict) -> list[Finding]:
-    """Do the names MONAI Label reads (first output's channel_def) match the label map inference writes?
-
-    A mismatch fails only in metadata written for MONAI Label (a ``format: "labels"`` first output,
-    ``python -m common.zoo.export --monailabel``); in a Model Zoo bundle, whose ``pred`` describes the
-    network's channels, it is reported with the way out.
-    """
-    try:
-        written = {n.lower(): v for v, n in sorted(written_label_names(bundle).items())}
-    except (FileNotFoundError, KeyError) as e:
-        return [Finding("monailabel_labels", True, f"not checked: {e}")]
-    read = monailabel_labels(meta)
-    if read == written:
-        return [Finding("monailabel_labels", True, f"MONAI Label's label names match the written label map: {read}")]
-    first = next(iter(meta["network_data_format"]["outputs"].values()))
-    for_monailabel = first.get("format") == "labels"
-    return [Finding("monailabel_labels", not for_monailabel,
-                    f"MONAI Label would name the labels {read}, the written label map is {written}"
-                    + ("" if for_monailabel else ": for a MONAI Label app export with `python -m common.zoo.export <bundle> --monailabel`"))]
 
 
 def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, ...] = ()) -> list[Finding]:
