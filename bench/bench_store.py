@@ -201,7 +201,7 @@ def child(args: argparse.Namespace, work: Path, method: str, n: int) -> dict:
     crops = min(args.crops, args.nifti_crops) if method == "nifti" else args.crops
     cmd = [sys.executable, __file__, "--measure", method, "--n", str(n), "--workdir", str(work), "--crops", str(crops),
            "--pixdim", str(args.pixdim), "--roi", str(args.roi), "--bases", str(args.bases)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     if out.returncode != 0:
         raise RuntimeError(f"{method} at {n} cases failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -9,7 +9,9 @@ Both deliver the same batches (``batch`` random ``roi^3`` crops of CT, loaded, o
   deterministic part, random crops in a ``ThreadDataLoader`` -- with ``cache_on_device`` as given
   (``True`` on a GPU: cached volumes on the device, crops there);
 - ``disk``: the same loader with ``cache: disk`` (``PersistentDataset``), timed once its files exist (a
-  later run on the same cases); each batch reads the preprocessed cases back from disk.
+  later run on the same cases); each batch reads the preprocessed cases back from disk;
+- ``store``: the same loader with ``cache: store`` (the chunked store, ``--workers`` thread workers
+  reading only each crop's chunks), timed once the store is written.
 
 ``speedup`` = plain time per batch / bundle time per batch in the steady state (the cache is built
 once per run and reported separately as ``cache_build_s``; so is the plain loader's worker start-up).
@@ -18,7 +20,9 @@ batches, each repeat loaded again by the plain pipeline and cached again by the 
 embedded phantoms.
 
 With ``--train_step`` every batch also goes through the bundle's training step (masking, SwinUNETR of
-``--feature_size``, masked L1, AdamW, AMP on a GPU): the pretraining samples/s, the issue's GPU figure.
+``--feature_size``, masked L1, AdamW, AMP on a GPU): the pretraining samples/s, the issue's GPU figure;
+``step_only_s`` is the same step on one fixed batch with no loader, so ``store_s_per_batch / step_only_s``
+says how long the GPU waits for the store's data (1.0: never).
 
     python bench/bench_subfore_datapath.py [--data real|phantoms] [--roi 96] [--batch 4] [--batches 12] [--workers 2]
         [--train_step [--feature_size 48]] [--device cpu]
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import torch
 from monai.data import DataLoader, Dataset
-from timing import subfore_config, subfore_step
+from timing import median_time, subfore_config, subfore_step
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -108,10 +112,21 @@ def main() -> None:
         parser.update({"cache": "disk", "cache_dir": f"{root}/cache"})
         disk = parser.get_parsed_content("train#dataloader", lazy=False)
         t = time.perf_counter()
-        for _ in disk:  # the first epoch writes the files
-            pass
+        batches = iter(disk)  # the training stream does not end (common.data.StreamSampler): one pass over the cases writes the files
+        for _ in range(-(-len(files) // args.batch)):
+            next(batches)
         disk_build_s = time.perf_counter() - t
         _, disk_s = time_batches(disk, args.batches, device, step)
+
+        parser.update({"cache": "store", "cache_dir": f"{root}/store", "cache_on_device": False})  # the store reads on the host
+        t = time.perf_counter()
+        store = parser.get_parsed_content("train#dataloader", lazy=False)  # writes the store
+        store_build_s = time.perf_counter() - t
+        _, store_s = time_batches(store, args.batches, device, step)
+        step_only_s = None
+        if step is not None:
+            fixed = next(iter(store))["image"].to(device)
+            step_only_s = median_time(lambda: step(fixed), args.batches, device)
     print(json.dumps({
         "benchmark": "subfore_datapath", "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "host": platform.processor() or platform.machine(), "cases": len(files), "data": args.data if cases or args.data == "phantoms" else "phantoms (no real CT)",
@@ -121,6 +136,8 @@ def main() -> None:
         "bundle_s_per_batch": round(bundle_s, 4), "bundle_first_batch_s": round(bundle_first, 3), "cache_build_s": round(cache_s, 3),
         "plain_samples_per_s": round(args.batch / plain_s, 2), "bundle_samples_per_s": round(args.batch / bundle_s, 2),
         "disk_s_per_batch": round(disk_s, 4), "disk_cache_build_s": round(disk_build_s, 3), "disk_samples_per_s": round(args.batch / disk_s, 2),
+        "store_s_per_batch": round(store_s, 4), "store_build_s": round(store_build_s, 3), "store_samples_per_s": round(args.batch / store_s, 2),
+        "step_only_s": round(step_only_s, 4) if step_only_s is not None else None,
         "speedup": round(plain_s / bundle_s, 2), "disk_speedup": round(plain_s / disk_s, 2), "goal_speedup": 1.5,
     }, indent=2))
 

@@ -85,13 +85,17 @@ def main() -> None:
         entry["speedup_vs_fp32"] = round(results["fp32"]["s_per_step"] / entry["s_per_step"], 3) if results else 1.0
         results[variant] = entry
         del step
-    print(json.dumps({
+        # the report so far after every variant: a run stopped during a long compile keeps the variants measured (the suite reads the last one)
+        print(json.dumps(report(args, device, results, done=variant == variants[-1])), flush=True)
+
+
+def report(args: argparse.Namespace, device: torch.device, results: dict[str, dict], done: bool) -> dict:
+    return {
         "benchmark": "training_speed", "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "host": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
         "network": f"SwinUNETR fs{args.feature_size} depths {args.depths} window {args.window}", "roi": args.roi, "batch": args.batch,
-        "amp_dtype": str(amp_dtype(device)).removeprefix("torch."), "repeats": args.repeats, "variants": results,
-    }, indent=2))
-
+        "amp_dtype": str(amp_dtype(device)).removeprefix("torch."), "repeats": args.repeats, "variants": results, "complete": done,
+    }
 
 if __name__ == "__main__":
     main()

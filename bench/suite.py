@@ -61,6 +61,14 @@ class Benchmark:
     full_args: list[str]
     quick_args: list[str]
     figures: Callable[[dict], list[Figure]]
+    cuda_args: list[str] | None = None  # full sizes on a GPU, where they differ from full_args (fewer repeats or cases to fit a lease)
+    max_s: int | None = None  # at most this long under --budget_s, so one slow benchmark (a compile) leaves time for the rest
+    devices: tuple[str, ...] = ("cpu", "cuda")  # ddp_scaling and run_start are host figures (gloo, file system), measured by the CPU suite
+
+    def args(self, quick: bool, device: str) -> list[str]:
+        if quick:
+            return self.quick_args
+        return self.cuda_args if device.startswith("cuda") and self.cuda_args is not None else self.full_args
 
 
 def _subfore(r: dict) -> list[Figure]:
@@ -73,12 +81,19 @@ def _subfore(r: dict) -> list[Figure]:
 def _datapath(r: dict) -> list[Figure]:
     setting = f"({r['batch']} x {r['roi']}^3, {r['data']}, {r.get('timed', 'loader only')})"
     goal = f"<= {1 / r['goal_speedup']:.3g}"
-    return [
+    figures = [
         Figure("subfore_datapath", f"SubFore pretraining, time per batch {setting}: memory cache + thread loader / plain DataLoader ({r['workers']} workers)",
                r["bundle_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
         Figure("subfore_datapath", f"SubFore pretraining, time per batch {setting}: disk cache (a later run) + thread loader / plain DataLoader ({r['workers']} workers)",
                r["disk_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal),
     ]
+    if r.get("store_s_per_batch"):
+        figures.append(Figure("subfore_datapath", f"SubFore pretraining, time per batch {setting}: store (cache: store, {r['workers']} workers) / plain DataLoader",
+                              r["store_s_per_batch"], "plain DataLoader", r["plain_s_per_batch"], goal))
+    if r.get("step_only_s") and r.get("store_s_per_batch"):
+        figures.append(Figure("subfore_datapath", f"store loader + training step / the step alone on a fixed batch ({r['workers']} workers; 1.0: the GPU never waits for data)",
+                              r["store_s_per_batch"], "step alone", r["step_only_s"], "<= 1.1"))
+    return figures
 
 
 def _ddp(r: dict) -> list[Figure]:
@@ -142,6 +157,14 @@ def _inference(r: dict) -> list[Figure]:
     return figures
 
 
+def _tensorrt(r: dict) -> list[Figure]:
+    size = f"{r['network']}, {'x'.join(map(str, r['preprocessed_shape']))} voxels"
+    return [
+        Figure("tensorrt", f"btcv sliding window with trt_compile ({r['precision']}) / PyTorch AMP ({size})", r["trt_sw_s"], "PyTorch AMP", r["torch_sw_s"]),
+        Figure("tensorrt", "voxels whose label differs between TensorRT and PyTorch / all voxels", r["label_disagreement"], "all voxels", 1.0, "<= 0.001"),
+    ]
+
+
 def _ctfm(r: dict) -> list[Figure]:
     s = r["step"]
     figures = [Figure("ctfm", f"contrastive step ({s['views']} views of {'x'.join(map(str, s['crop_size']))}) / plain encoder step", s["contrastive_s"], "plain encoder step", s["plain_s"])]
@@ -187,21 +210,38 @@ def _run_start(r: dict) -> list[Figure]:
     ]
 
 
+# In order of what a GPU lease must measure first (the suite stops starting benchmarks once --budget_s is spent).
 BENCHMARKS = [
-    Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
-    Benchmark("subfore_datapath", "bench_subfore_datapath.py", ["--train_step"], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath),
-    Benchmark("ddp_scaling", "bench_ddp_scaling.py", ["--batch", "4", "--steps", "5"], ["--batch", "2", "--steps", "4"], _ddp),
-    Benchmark("training_memory", "bench_training_memory.py", [], [], _memory),
     Benchmark("training_speed", "bench_training_speed.py", [], ["--feature_size", "12", "--depths", "1", "1", "1", "1", "--window", "4", "--roi", "64",
-                                                                "--batch", "2", "--repeats", "3", "--variants", "fp32", "amp", "channels_last"], _speed),
-    Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
-    Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
-    Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference),
-    Benchmark("ctfm", "bench_ctfm.py", [], ["--crops", "2", "--crop_size", "16", "64", "64", "--repeats", "2", "--skip_embedding"], _ctfm),
+                                                                "--batch", "2", "--repeats", "3", "--variants", "fp32", "amp", "channels_last"], _speed,
+              cuda_args=["--repeats", "3"], max_s=200),
+    Benchmark("training_memory", "bench_training_memory.py", [], [], _memory),
+    Benchmark("subfore_masking", "bench_subfore_masking.py", [], ["--roi", "64", "--batch", "2", "--repeats", "3"], _subfore),
+    Benchmark("segmentation_inference", "bench_segmentation_inference.py", ["--full_size", "--pixdim", "1.5"], ["--repeats", "1"], _inference, max_s=120),
+    Benchmark("tensorrt", "bench_tensorrt.py", [], [], _tensorrt, devices=("cuda",)),
+    Benchmark("subfore_datapath", "bench_subfore_datapath.py", ["--train_step"], ["--roi", "64", "--batch", "2", "--batches", "6"], _datapath,
+              cuda_args=["--train_step", "--workers", "4"], max_s=150),
     Benchmark("store_datapath", "bench_store.py", [], ["--shape", "160", "256", "256", "--roi", "48", "--cases", "8", "16", "--crops", "16",
-                                                       "--bases", "2", "--nifti", "2"], _store),
-    Benchmark("run_start", "bench_run_start.py", [], ["--cases", "10000", "--stat_cases", "2000"], _run_start),
+                                                       "--bases", "2", "--nifti", "2"], _store,
+              cuda_args=["--cases", "8", "16", "--crops", "16", "--bases", "2", "--nifti", "2", "--nifti_crops", "2"], max_s=150),
+    Benchmark("medcontext_step", "bench_medcontext_step.py", ["--size", "paper"], ["--size", "tiny", "--repeats", "3"], _medcontext),
+    Benchmark("anatomask_masking", "bench_anatomask_masking.py", ["--step"], ["--repeats", "10"], _anatomask),
+    Benchmark("ctfm", "bench_ctfm.py", [], ["--crops", "2", "--crop_size", "16", "64", "64", "--repeats", "2", "--skip_embedding"], _ctfm, max_s=120),
+    Benchmark("ddp_scaling", "bench_ddp_scaling.py", ["--batch", "4", "--steps", "5"], ["--batch", "2", "--steps", "4"], _ddp, devices=("cpu",)),
+    Benchmark("run_start", "bench_run_start.py", [], ["--cases", "10000", "--stat_cases", "2000"], _run_start, devices=("cpu",)),
 ]
+
+
+def cross_figures(reports: dict[str, dict]) -> list[Figure]:
+    """Figures that need two benchmarks of the same run: can the store's loader keep the GPU's training step fed?"""
+    speed, store = reports.get("training_speed"), reports.get("store_datapath")
+    if not (speed and store and speed.get("gpu") and "amp" in speed.get("variants", {})):
+        return []
+    big = store["cases"][max(store["cases"], key=int)]["store"]
+    step = speed["variants"]["amp"]["s_per_step"]
+    return [Figure("store_datapath", f"cold store crops of one batch ({speed['batch']} x {store['roi']}^3 of a {'x'.join(map(str, store['shape']))} CT) in one "
+                   f"loader worker / one AMP training step ({speed['network']}, {speed['gpu']}): the loader workers that keep the GPU busy",
+                   big["s_per_crop"] * speed["batch"], "AMP training step", step)]
 
 
 def last_json(stdout: str) -> dict:
@@ -212,12 +252,18 @@ def last_json(stdout: str) -> dict:
 
 def run_benchmark(b: Benchmark, quick: bool, device: str, timeout: int) -> tuple[dict, list[Figure], str | None]:
     """Run one benchmark; returns its report, its figures, and the reason it could not run (or None)."""
-    cmd = [sys.executable, str(BENCH / b.script), *(b.quick_args if quick else b.full_args), "--device", device]
+    cmd = [sys.executable, str(BENCH / b.script), *b.args(quick, device), "--device", device]
     t = time.perf_counter()
     try:
         out = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {}, [], f"timed out after {timeout} s"
+    except subprocess.TimeoutExpired as e:
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        try:  # a benchmark that reports as it goes (training_speed) keeps what it measured
+            report = last_json(stdout)
+        except ValueError:
+            return {}, [], f"timed out after {timeout} s"
+        report.update(wall_s=round(time.perf_counter() - t, 1), timed_out_after_s=timeout)
+        return report, b.figures(report), None
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
         return {}, [], f"exit {out.returncode}: {tail[0][:300]}"
@@ -272,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these benchmarks only")
     ap.add_argument("--output", default=str(BENCH / "results"))
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
+    ap.add_argument("--budget_s", type=int, default=0, help="wall seconds for the whole suite (0: none): a benchmark gets what is left, none starts with under 20 s")
     ap.add_argument("--update_docs", action="store_true", help="then write the newest results into the docs' figure blocks (bench/update_docs.py)")
     args = ap.parse_args(argv)
     import torch
@@ -281,17 +328,31 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(), "device": device, "device_name": device_name(device), "quick": args.quick,
         "versions": versions(), "figures": [], "reports": {}, "not_run": {},
     }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"suite_{result['date']}_{device.split(':')[0]}{'_quick' if args.quick else ''}"
+    deadline = time.monotonic() + args.budget_s if args.budget_s else None
     for b in BENCHMARKS:
         if args.only and b.name not in args.only:
             continue
-        report, figures, reason = run_benchmark(b, args.quick, device, args.timeout)
+        timeout = args.timeout
+        if device.split(":")[0] not in b.devices:
+            reason = f"a {'/'.join(b.devices)} figure (measured by the suite on that device)"
+            report, figures = {}, []
+        elif deadline is not None and deadline - time.monotonic() < 20:
+            reason, report, figures = f"the suite's --budget_s {args.budget_s} s was spent", {}, []
+        else:
+            if deadline is not None:
+                timeout = int(min(timeout, deadline - time.monotonic(), b.max_s or timeout))
+            print(f"[suite] {b.name} (timeout {timeout} s)", flush=True)
+            report, figures, reason = run_benchmark(b, args.quick, device, timeout)
         if reason:
             result["not_run"][b.name] = reason
         result["reports"][b.name] = report
         result["figures"] += [asdict(f) for f in figures]
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"suite_{result['date']}_{device}{'_quick' if args.quick else ''}"
+        # written after every benchmark: a lease that ends mid-suite keeps what was measured
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["figures"] += [asdict(f) for f in cross_figures(result["reports"])]
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (out / f"{stem}.md").write_text(table)
