@@ -11,7 +11,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 import update_docs  # noqa: E402 - bench/ is a folder of scripts
-from suite import BENCHMARKS, Figure, last_json, markdown  # noqa: E402
+from suite import BENCHMARKS, Benchmark, Figure, cross_figures, last_json, markdown, run_benchmark  # noqa: E402
 
 
 def test_figures_are_ratios_with_goals():
@@ -27,6 +27,30 @@ def test_markdown_lists_figures_and_what_did_not_run():
               "figures": [vars(Figure("b", "masking / step", 0.5, "step", 50.0, "<= 0.02"))], "not_run": {"ctfm": "exit 1: no CT"}}
     table = markdown(result)
     assert "| b | masking / step | 0.5 | step | 50 | 0.01 | <= 0.02 | yes |" in table and "| ctfm | not run: exit 1: no CT |" in table
+
+
+def test_a_benchmark_stopped_at_its_timeout_keeps_what_it_reported(tmp_path):
+    """A benchmark that prints its report as it goes (training_speed) keeps the variants measured when a long one is cut."""
+    script = tmp_path / "bench_partial.py"
+    script.write_text("import json, time\nprint(json.dumps({'variants': {'fp32': 1.0}}), flush=True)\ntime.sleep(30)\n")
+    figures = lambda r: [Figure("partial", "fp32", r["variants"]["fp32"], "one", 1.0)]  # noqa: E731
+    report, got, reason = run_benchmark(Benchmark("partial", str(script), [], [], figures), quick=False, device="cpu", timeout=3)
+    assert reason is None and report["timed_out_after_s"] == 3 and got[0].value == 1.0
+    silent = tmp_path / "bench_silent.py"
+    silent.write_text("import time\ntime.sleep(30)\n")
+    assert run_benchmark(Benchmark("silent", str(silent), [], [], figures), quick=False, device="cpu", timeout=2)[2] == "timed out after 2 s"
+
+
+def test_gpu_arguments_and_host_only_benchmarks():
+    by_name = {b.name: b for b in BENCHMARKS}
+    assert by_name["training_speed"].args(False, "cuda") == ["--repeats", "3"] and by_name["training_speed"].args(False, "cpu") == []
+    assert by_name["training_speed"].args(True, "cuda") == by_name["training_speed"].quick_args
+    assert "cuda" not in by_name["ddp_scaling"].devices and by_name["tensorrt"].devices == ("cuda",)
+    speed = {"gpu": "GPU", "batch": 4, "network": "net", "variants": {"amp": {"s_per_step": 0.2}}}
+    store = {"cases": {"8": {"store": {"s_per_crop": 0.5}}, "16": {"store": {"s_per_crop": 0.01}}}, "roi": 96, "shape": [300, 512, 512]}
+    (f,) = cross_figures({"training_speed": speed, "store_datapath": store})
+    assert f.value == pytest.approx(0.04) and f.ratio == pytest.approx(0.2)  # the largest case count's crop time x batch / step
+    assert cross_figures({"training_speed": {**speed, "gpu": None}, "store_datapath": store}) == []  # a CPU step is not the GPU question
 
 
 @pytest.mark.slow
