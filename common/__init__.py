@@ -17,7 +17,7 @@ per module:
   reports, weight export, TensorBoard output.
 - :mod:`common.networks`: encoder definitions for exporting, loading pretrained weights with a report.
 - :mod:`common.runs`: run identity, provenance records, the preprocessing contract.
-- :mod:`common.config_sources`: the blocks and per-bundle sources the bundle configs are written from.
+- :mod:`common.dev.config_sources`: the blocks and per-bundle sources the bundle configs are written from.
 - :mod:`common.experiments`: drivers over bundles (label-efficiency sweeps).
 - :mod:`common.io`: atomic file writes (checkpoints, weights, JSON).
 - :mod:`common.paths`: locating a bundle's folder from any working directory.

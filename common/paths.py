@@ -19,6 +19,9 @@ from pathlib import Path
 
 import common
 
+#: First key of every bundle config written by the config generator (``common.dev.config_sources``): names its sources.
+GENERATED_KEY = "_generated_"
+
 #: Repository root when ``common`` is used from a checkout (``<root>/common/__init__.py``).
 PACKAGE_PARENT = Path(common.__file__).resolve().parent.parent
 

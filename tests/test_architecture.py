@@ -125,7 +125,13 @@ def test_export_vendors_only_the_bundles_own_method():
         files = {f.relative_to(PACKAGE_ROOT).as_posix() for f in used_modules(configs)}
         methods = {f.split("/")[1] for f in files if f.startswith("methods/") and f.count("/") == 2}
         assert methods == ({method} if method else set()), (bundle, methods)
-        assert not any(f.startswith(("config_sources/", "experiments/", "zoo/")) for f in files), bundle
+        assert not any(f.startswith(("dev/", "experiments/", "zoo/")) for f in files), bundle
+
+
+def test_the_runtime_never_imports_the_development_tools():
+    """``common.dev`` (the config generator) is build tooling: no other package of ``common`` imports it."""
+    importers = sorted(src for src, dsts in unit_graph().items() if src != "common.dev" and "common.dev" in dsts)
+    assert importers == []
 
 
 def test_a_lazily_exported_name_brings_only_its_module():

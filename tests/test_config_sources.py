@@ -1,4 +1,4 @@
-"""Bundle configs are written from one source per shared block (common/config_sources)."""
+"""Bundle configs are written from one source per shared block (common/dev/config_sources)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from common.config_sources import BUNDLE_SOURCES, GENERATED_KEY, generated_configs, stale
-from common.config_sources.compose import SourceError, apply, compose, derive_overlay
-from common.config_sources.writer import dumps
+from common.dev.config_sources import BUNDLE_SOURCES, GENERATED_KEY, generated_configs, stale
+from common.dev.config_sources.compose import SourceError, compose
+from common.dev.config_sources.writer import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_every_written_config_is_marked_and_names_its_sources():
     for g in configs:
         data = json.loads(g.text)
         assert next(iter(data)) == GENERATED_KEY
-        assert f"common/config_sources/bundles/{g.bundle}/{g.name}" in data[GENERATED_KEY]
+        assert f"common/dev/config_sources/bundles/{g.bundle}/{g.name}" in data[GENERATED_KEY]
         for block in g.blocks:
             assert block in data[GENERATED_KEY]
 
@@ -53,16 +53,34 @@ def _write(folder: Path, name: str, data: dict) -> None:
 
 def test_compose_rules(tmp_path):
     blocks, bundle = tmp_path / "blocks", tmp_path / "bundles" / "demo_bundle"
-    _write(blocks, "base", {"root": "$locate('{{bundle}}')", "imports": ["$import os"], "train": {"a": 1, "b": {"c": 2}}, "gone": 0})
-    _write(blocks, "more", {"_blocks_": ["base"], "train#b#d": 3, "+imports": ["$import torch"]})
+    # a shared block naming a bundle-own block (_name): each bundle gets its own value, referred to as a plain @key
+    _write(blocks, "base", {"_blocks_": ["_name"], "root": "$locate(@bundle_name)", "imports": ["$import os"], "train": {"a": 1, "b": {"c": 2}},
+                            "gone": 0, "seq": [1, 2]})
+    _write(blocks, "more", {"_blocks_": ["base"], "train#b#d": 3, "+imports": ["$import torch"], "new#nested#x": 5})
     _write(bundle, "_own", {"classes": ["x", "y"]})
-    source = {"_blocks_": ["more", "_own"], "train#a": 10, "+train#b": {"e": 4}, "-gone": None, "extra": [1]}
+    _write(bundle, "_name", {"bundle_name": "demo_bundle"})
+    source = {"_blocks_": ["more", "_own"], "train#a": 10, "+train#b": {"e": 4}, "-gone": None, "-seq#0": None, "extra": [1]}
     config, used = compose(source, blocks, bundle)
-    assert used == ["base", "more", "_own"]
+    assert used == ["_name", "base", "more", "_own"]
     assert config == {
-        "root": "$locate('demo_bundle')", "imports": ["$import os", "$import torch"],
-        "train": {"a": 10, "b": {"c": 2, "d": 3, "e": 4}}, "classes": ["x", "y"], "extra": [1],
+        "bundle_name": "demo_bundle", "root": "$locate(@bundle_name)", "imports": ["$import os", "$import torch"],
+        "train": {"a": 10, "b": {"c": 2, "d": 3, "e": 4}}, "seq": [2], "new": {"nested": {"x": 5}}, "classes": ["x", "y"], "extra": [1],
     }
+
+
+def test_a_source_means_what_the_same_overlay_means_to_monai(tmp_path):
+    """Composing a source onto a block gives the config MONAI builds from the two files as --config_file overlays."""
+    from monai.bundle import ConfigParser
+
+    blocks, bundle = tmp_path / "blocks", tmp_path / "bundles" / "b"
+    base = {"imports": ["$import os"], "train": {"a": 1, "b": {"c": 2}}, "lr": 0.1}
+    overlay = {"train#b#d": 3, "+imports": ["$import torch"], "lr": 0.2, "train#a": {"x": 1}}
+    _write(blocks, "base", base)
+    composed, _ = compose({"_blocks_": ["base"], **overlay}, blocks, bundle)
+    _write(tmp_path, "base_file", base)
+    _write(tmp_path, "overlay_file", overlay)
+    merged = ConfigParser.load_config_files([str(tmp_path / "base_file.json"), str(tmp_path / "overlay_file.json")])
+    assert composed == merged
 
 
 def test_overlay_sources_keep_ids_and_merge_keys_for_monai(tmp_path):
@@ -76,22 +94,13 @@ def test_overlay_sources_keep_ids_and_merge_keys_for_monai(tmp_path):
     ({"_blocks_": ["nope"]}, "unknown block 'nope'"),
     ({"_blocks_": ["loop"]}, "block cycle"),
     ({"-missing": None}, "removes an entry that is not there"),
-    ({"x": 1, "+x": [2]}, "merges a list into int"),
+    ({"x": 1, "+x": [2]}, r"'\+x' cannot be set \(ValueError: config must be dict or list"),  # MONAI merge_kv's own message
 ])
 def test_compose_errors_name_the_problem(tmp_path, source, message):
     blocks = tmp_path / "blocks"
     _write(blocks, "loop", {"_blocks_": ["loop"]})
     with pytest.raises(SourceError, match=message):
         compose(source, blocks, tmp_path / "bundles" / "b")
-
-
-def test_derive_overlay_inverts_apply_on_every_bundle_pair():
-    configs = {(g.bundle, g.name): json.loads(g.text) for g in generated_configs() if g.name == "train.json"}
-    names = sorted(configs)
-    for base_key, target_key in zip(names, names[1:] + names[:1]):
-        base, target = configs[base_key], configs[target_key]
-        overlay = derive_overlay(base, target)
-        assert apply(json.loads(json.dumps(base)), overlay) == target, (base_key, target_key)
 
 
 def test_writer_round_trips_and_keeps_short_values_inline():

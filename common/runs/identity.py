@@ -38,7 +38,7 @@ from common.file_sizes import file_size
 #: and where the data lives (the case digest identifies the data itself).
 OPERATIONAL_KEYS = frozenset({
     "_meta_", "_generated_", "imports", "initialize", "run", "finalize",
-    "bundle_root", "run_dir", "models_dir", "output_dir", "checkpoint_dir", "tensorboard_dir",
+    "bundle_name", "bundle_root", "run_dir", "models_dir", "output_dir", "checkpoint_dir", "tensorboard_dir",
     "resume", "allow_preprocessing_mismatch",
     "dataset_dir", "datalist", "phantom_dir", "num_phantoms", "num_phantom_validation",
     "preflight", "on_bad_case", "case_checks", "case_source",

@@ -52,7 +52,7 @@ from pathlib import Path
 from monai.bundle.reference_resolver import ReferenceResolver
 
 import common
-from common.config_sources import GENERATED_KEY  # the marker of written configs (the exporter is not vendored)
+from common.paths import GENERATED_KEY
 from common.zoo.monailabel import metadata_for_monailabel, written_label_names
 
 logger = logging.getLogger(__name__)

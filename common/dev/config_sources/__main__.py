@@ -1,4 +1,4 @@
-"""``python -m common.config_sources write|check|stats`` (see :mod:`common.config_sources`)."""
+"""``python -m common.dev.config_sources write|check|stats`` (see :mod:`common.dev.config_sources`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 
 import fire
 
-from common.config_sources import SourceError, duplication, stale, write
+from common.dev.config_sources import SourceError, duplication, stale, write
 from common.paths import PACKAGE_PARENT
 
 BUNDLES = PACKAGE_PARENT / "bundles"
 
 
 class Commands:
-    """Write, check or measure the bundle configs made from common/config_sources."""
+    """Write, check or measure the bundle configs made from common/dev/config_sources."""
 
     def write(self) -> None:
         """Rewrite bundles/*/configs/*.json from their sources; prints the files that changed."""

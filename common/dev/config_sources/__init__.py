@@ -1,13 +1,13 @@
 """The sources of the bundles' configs: shared blocks written once, each bundle's own entries.
 
 Every ``bundles/<bundle>/configs/*.json`` except datalists and ``metadata.json`` is written from
-``common/config_sources/bundles/<bundle>/<same name>.json`` and the blocks it names (rules in
-:mod:`common.config_sources.compose`). Written files stay complete, standalone MONAI configs, marked
+``common/dev/config_sources/bundles/<bundle>/<same name>.json`` and the blocks it names (rules in
+:mod:`common.dev.config_sources.compose`). Written files stay complete, standalone MONAI configs, marked
 by a first key ``"_generated_"`` naming their sources. After editing a source or a block::
 
-    python -m common.config_sources write     # rewrite the bundle configs
-    python -m common.config_sources check     # exit 1 when a committed config differs from its sources
-    python -m common.config_sources stats     # share of source entries written in more than one place
+    python -m common.dev.config_sources write     # rewrite the bundle configs
+    python -m common.dev.config_sources check     # exit 1 when a committed config differs from its sources
+    python -m common.dev.config_sources stats     # share of source entries written in more than one place
 
 Block folders: ``blocks/`` (shared by several bundles), ``bundles/<bundle>/_*.json`` (shared by the
 configs of one bundle, e.g. its class names and network in both train.json and inference.json).
@@ -20,15 +20,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config_sources.compose import BLOCKS_KEY, OVERLAY_KEY, SourceError, compose, read_json
-from common.config_sources.writer import dumps
+from common.dev.config_sources.compose import BLOCKS_KEY, OVERLAY_KEY, SourceError, compose, read_json
+from common.dev.config_sources.writer import dumps
+from common.paths import GENERATED_KEY, PACKAGE_PARENT
 
 SOURCES = Path(__file__).resolve().parent
 BLOCKS_DIR = SOURCES / "blocks"
 BUNDLE_SOURCES = SOURCES / "bundles"
-GENERATED_KEY = "_generated_"
 
-__all__ = ["SOURCES", "GeneratedConfig", "SourceError", "generated_configs", "write", "stale", "duplication"]
+__all__ = ["GENERATED_KEY", "SOURCES", "GeneratedConfig", "SourceError", "generated_configs", "write", "stale", "duplication"]
 
 
 @dataclass
@@ -48,11 +48,11 @@ class GeneratedConfig:
 def _marker(bundle: str, name: str, blocks: list[str]) -> str:
     shared = [b for b in blocks if not b.startswith("_")]
     own = [b for b in blocks if b.startswith("_")]
-    parts = [f"common/config_sources/bundles/{bundle}/{name}"]
-    parts += [f"common/config_sources/bundles/{bundle}/{b}.json" for b in own]
-    text = f"written by 'python -m common.config_sources write' from {', '.join(parts)}"
+    parts = [f"common/dev/config_sources/bundles/{bundle}/{name}"]
+    parts += [f"common/dev/config_sources/bundles/{bundle}/{b}.json" for b in own]
+    text = f"written by 'python -m common.dev.config_sources write' from {', '.join(parts)}"
     if shared:
-        text += f" and the blocks {', '.join(shared)} (common/config_sources/blocks)"
+        text += f" and the blocks {', '.join(shared)} (common/dev/config_sources/blocks)"
     return text + "; edit those, not this file"
 
 
@@ -64,7 +64,7 @@ def generated_configs(sources: Path = BUNDLE_SOURCES, blocks_dir: Path = BLOCKS_
             if path.name.startswith("_"):
                 continue  # a block of this bundle, not a config
             source = read_json(path)
-            config, used = compose(source, blocks_dir, bundle_dir, where=str(path.relative_to(SOURCES.parent.parent)))
+            config, used = compose(source, blocks_dir, bundle_dir, where=str(path.relative_to(PACKAGE_PARENT)))
             text = dumps({GENERATED_KEY: _marker(bundle_dir.name, path.name, used), **config})
             out.append(GeneratedConfig(bundle_dir.name, path.name, path, used, text))
     return out
@@ -91,14 +91,14 @@ def stale(bundles_dir: Path) -> list[str]:
         target = g.target(bundles_dir)
         made.add(target.resolve())
         if not target.is_file():
-            problems.append(f"{target}: missing; run python -m common.config_sources write")
+            problems.append(f"{target}: missing; run python -m common.dev.config_sources write")
         elif target.read_text() != g.text:
-            problems.append(f"{target}: differs from {g.source.relative_to(SOURCES.parent.parent)} and its blocks; "
-                            "edit the source and run python -m common.config_sources write")
+            problems.append(f"{target}: differs from {g.source.relative_to(PACKAGE_PARENT)} and its blocks; "
+                            "edit the source and run python -m common.dev.config_sources write")
     for f in sorted(bundles_dir.glob("*/configs/*.json")):
         if f.name.startswith("datalist") or f.name == "metadata.json" or f.resolve() in made:
             continue
-        problems.append(f"{f}: has no source; add common/config_sources/bundles/{f.parent.parent.name}/{f.name}")
+        problems.append(f"{f}: has no source; add common/dev/config_sources/bundles/{f.parent.parent.name}/{f.name}")
     return problems
 
 
