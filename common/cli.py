@@ -2,19 +2,17 @@
 
 ``python -m monai.bundle run --config_file train.json --learning_rat 1e-3`` silently *adds* a key
 ``learning_rat`` and trains with the default rate; ``--resume false`` passes the string ``'false'``
-(Python Fire only reads ``False``/``True`` as booleans), which every ``if`` treats as true. Each
-bundle's ``initialize`` calls :func:`check_command_line` first, which refuses both with the key, a
-close match, and the fix. Set ``BUNDLE_ALLOW_NEW_KEYS=1`` to add keys on purpose.
+(Python Fire only reads ``False``/``True`` as booleans), which every ``if`` treats as true. The
+collection's workflow (:class:`common.runs.BundleWorkflow`, ``--workflow_name common.runs.BundleWorkflow``)
+calls :func:`check_overrides` with the overrides MONAI hands it, before anything is built, and refuses
+both with the key, a close match, and the fix. Set ``BUNDLE_ALLOW_NEW_KEYS=1`` to add keys on purpose.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import os
-import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Arguments of ``monai.bundle run`` itself (not config ids).
@@ -27,37 +25,6 @@ class CommandLineError(ValueError):
     """A ``--key value`` override that would not do what it says; the message names it and the fix."""
 
 
-def launched_by_bundle_run(argv: Sequence[str]) -> bool:
-    """True for ``python -m monai.bundle run ...`` (also under torchrun): argv[0] is MONAI's bundle ``__main__``."""
-    return len(argv) > 1 and Path(argv[0]).as_posix().endswith("monai/bundle/__main__.py") and argv[1] == "run"
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, str]:
-    """``--key value`` / ``--key=value`` pairs of a command line (raw strings; bare flags map to '')."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        token = args[i]
-        if token.startswith("--"):
-            key, eq, value = token[2:].partition("=")
-            if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value, i = args[i + 1], i + 1
-            out[key] = value
-        i += 1
-    return out
-
-
-def config_files(value: str) -> list[str]:
-    """``--config_file`` as MONAI reads it: a path, a comma-separated list, or a list literal."""
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    if isinstance(parsed, (list, tuple)):
-        return [str(p) for p in parsed]
-    return [p for p in str(parsed).split(",") if p]
-
-
 def _default(parser: Any, key: str) -> Any:
     try:
         return parser[key]
@@ -65,8 +32,12 @@ def _default(parser: Any, key: str) -> Any:
         return None
 
 
-def check_overrides(files: Sequence[str], overrides: dict[str, str]) -> None:
-    """Raise :class:`CommandLineError` for overrides naming no config id, or a lower-case boolean."""
+def check_overrides(files: Sequence[str], overrides: Mapping[str, Any], tracking: bool = False) -> None:
+    """Raise :class:`CommandLineError` for overrides naming no config id, or a lower-case boolean string.
+
+    ``overrides`` as ``monai.bundle run`` hands them to the workflow (Python Fire has parsed them: ``--resume false``
+    arrives as the string ``'false'``). ``tracking``: MONAI's tracking settings read their own keys (``experiment_name``, ...).
+    """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -74,11 +45,11 @@ def check_overrides(files: Sequence[str], overrides: dict[str, str]) -> None:
     problems = []
     known = [k for k in parser.get() if isinstance(k, str)]
     allowed = set(RUN_ARGS)
-    if "tracking" in overrides:  # MONAI's tracking settings read their own keys (experiment_name, run_name, ...)
+    if tracking:
         from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
 
         allowed |= set(DEFAULT_MLFLOW_SETTINGS["configs"])
-    for key, raw in overrides.items():
+    for key, value in overrides.items():
         if key in allowed:
             continue
         parent = _default(parser, key.rpartition("#")[0]) if "#" in key else None
@@ -87,24 +58,13 @@ def check_overrides(files: Sequence[str], overrides: dict[str, str]) -> None:
             guess = difflib.get_close_matches(key.split("#")[-1], known, n=1)
             hint = f" (did you mean --{guess[0]}?)" if guess else ""
             problems.append(f"--{key}: no such key in {', '.join(files)}{hint}; monai.bundle would silently add it and ignore your value")
-        elif raw.lower() in ("true", "false") and raw not in ("True", "False") and isinstance(_default(parser, key), bool):
-            problems.append(f"--{key} {raw}: read as the string '{raw}', which counts as true; write --{key} {raw.capitalize()}")
+        elif isinstance(value, str) and value.lower() in ("true", "false") and isinstance(_default(parser, key), bool):
+            problems.append(f"--{key} {value}: read as the string '{value}', which counts as true; write --{key} {value.capitalize()}")
     if problems:
         raise CommandLineError(
             "command-line overrides that would not take effect:\n  " + "\n  ".join(problems)
             + f"\n(set {ALLOW_ENV}=1 to add new keys on purpose)"
         )
-
-
-def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Check the overrides of the running ``monai.bundle run`` command (a no-op in any other process)."""
-    argv = list(sys.argv if argv is None else argv)
-    if not launched_by_bundle_run(argv):
-        return
-    overrides = parse_overrides(argv[2:])
-    files = config_files(overrides.get("config_file", ""))
-    if files:
-        check_overrides(files, overrides)
 
 
 def format_override(value: Any) -> str:

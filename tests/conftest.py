@@ -67,7 +67,7 @@ def run_bundle(
     launcher = [sys.executable, "-m"]
     if torchrun:
         launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", f"--master_port={free_port()}", "-m"]
-    cmd = launcher + ["monai.bundle", "run", "--config_file", files] + args
+    cmd = launcher + ["monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files] + args
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import BUNDLES
-from monai.bundle import ConfigWorkflow
+from common.runs import BundleWorkflow
 
 from common.handlers import list_checkpoints
 
@@ -56,7 +56,7 @@ def phantom_dirs(tmp_path_factory) -> dict[str, Path]:
 
 def run_in_process(files: list[Path], overrides: dict) -> None:
     """``monai.bundle run`` without a new process: ConfigWorkflow's initialize, run, finalize."""
-    workflow = ConfigWorkflow(config_file=[str(f) for f in files], workflow_type="train", **overrides)
+    workflow = BundleWorkflow(config_file=[str(f) for f in files], workflow_type="train", **overrides)
     workflow.initialize()
     try:
         workflow.run()

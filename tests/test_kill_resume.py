@@ -31,7 +31,7 @@ def start_bundle(config_files: list[Path], overrides: dict) -> subprocess.Popen:
     files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
     args = [a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files, *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import BUNDLES, REPO, TINY_SUBFORE
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from common.runs import BundleWorkflow
 
 from common.cli import format_override
 from common.data.sampler import StreamSampler
@@ -31,7 +31,7 @@ RUN = {**TINY_SUBFORE, "pixdim": [3.0, 3.0, 3.0], "batch_size": 1, "num_steps": 
 
 def run_in_process(overrides: dict, signal_after: int | None = None) -> int:
     """``monai.bundle run`` in this process; with ``signal_after``, SIGUSR1 arrives after that iteration. Returns the exit code."""
-    workflow = ConfigWorkflow(config_file=[str(f) for f in CONFIGS], workflow_type="train", **overrides)
+    workflow = BundleWorkflow(config_file=[str(f) for f in CONFIGS], workflow_type="train", **overrides)
     workflow.initialize()
     if signal_after is not None:
         trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -103,7 +103,7 @@ def test_sigterm_to_monai_bundle_run_then_the_same_command(tmp_path, phantom_roo
     run_dir = tmp_path / "run"
     overrides = {**RUN, "bundle_root": str(run_dir), "run_dir": str(run_dir), "phantom_dir": str(phantom_root), "num_steps": 12, "epoch_length": 4}
     files = "[" + ",".join(f"'{f}'" for f in CONFIGS) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files,
            *[a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "first.log"

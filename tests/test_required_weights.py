@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import BUNDLES, REPO
-from monai.bundle import ConfigWorkflow
+from common.runs import BundleWorkflow
 
 #: (bundle, config files, what the message must name as the maker, the override it must offer)
 USES = {
@@ -29,7 +29,7 @@ def test_missing_file_stops_in_one_line_before_anything_is_built(name, tmp_path)
     overrides = {"bundle_root": str(BUNDLES / bundle), "run_dir": str(tmp_path / "empty_run")}
     if name == "medcontext teacher evaluation":
         overrides["eval_model"] = "teacher"
-    workflow = ConfigWorkflow(config_file=[str(BUNDLES / bundle / "configs" / f) for f in files], workflow_type="infer", **overrides)
+    workflow = BundleWorkflow(config_file=[str(BUNDLES / bundle / "configs" / f) for f in files], workflow_type="infer", **overrides)
     workflow.initialize()
     with pytest.raises(SystemExit) as stop:
         workflow.run()
@@ -44,9 +44,9 @@ def test_inference_on_a_fresh_clone_says_what_to_run_first(tmp_path):
     """As a new user: inference.json + demo.json before any training; one line, no traceback, exit status 1."""
     configs = BUNDLES / "btcv_finetune" / "configs"
     files = f"['{configs / 'inference.json'}','{configs / 'demo.json'}']"
-    out = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--run_dir", str(tmp_path / "demo")],
+    out = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files, "--run_dir", str(tmp_path / "demo")],
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"no trained weights at {tmp_path / 'demo' / 'models' / 'model.pt'}")
-    assert f"python -m monai.bundle run --config_file \"['{configs / 'train.json'}','{configs / 'demo.json'}']\"" in last
+    assert f"python -m monai.bundle run --workflow_name common.runs.BundleWorkflow --config_file \"['{configs / 'train.json'}','{configs / 'demo.json'}']\"" in last

@@ -21,10 +21,10 @@ from monai.optimizers import WarmupCosineSchedule
 from common.handlers import AtomicCheckpointSaver, ResumeFromLatest, list_checkpoints
 from common.runs import (
     RUN_RECORD,
+    BundleRun,
     PreprocessingMismatchError,
     RunIdentity,
     RunMismatchError,
-    active_parser,
     build_record,
     check_contract,
     compare,
@@ -49,10 +49,26 @@ def test_settings_leave_out_operational_keys_and_walk_components():
     assert diff_settings(s, {**s, "lr": 0.2, "extra": 1}) == [("extra", "(unset)", 1), ("lr", 0.1, 0.2)]
 
 
-def test_active_parser_is_the_parser_building_the_item():
-    parser = ConfigParser({"probe": "$__import__('common.runs').runs.active_parser()"})
-    assert parser.get_parsed_content("probe") is parser
-    assert active_parser() is None  # outside any config resolution
+def test_the_workflow_hands_its_parser_to_the_run_identity_and_a_plain_workflow_is_said_unchecked(tmp_path, caplog):
+    """``BundleWorkflow`` fills ``@bundle_run``; under a plain ``ConfigWorkflow`` the identity is not checked, said once."""
+    from monai.bundle import ConfigWorkflow
+
+    from common.runs import BundleRun, BundleWorkflow
+
+    overrides = {"run_dir": str(tmp_path / "run"), "learning_rate": 0.01}
+    wf = BundleWorkflow(config_file=[str(f) for f in BTCV], workflow_type="train", logging_file=False, **overrides)
+    run = wf.parser.get_parsed_content("bundle_run")
+    assert isinstance(run, BundleRun) and run.parser is wf.parser and run.config_files == [str(f) for f in BTCV] and run.overrides == overrides
+    identity = wf.parser.get_parsed_content("run_identity")
+    assert identity.checked and identity.settings["learning_rate"] == 0.01 and identity.bundle == "btcv_finetune"
+    plain = ConfigWorkflow(config_file=[str(f) for f in BTCV], workflow_type="train", logging_file=False, run_dir=str(tmp_path / "plain"))
+    with caplog.at_level("WARNING"):
+        unchecked = plain.parser.get_parsed_content("run_identity")
+        unchecked.check()
+        plain.parser.get_parsed_content("run_identity", lazy=False)  # built again: not said again
+    assert not unchecked.checked and unchecked.state_dict() == {}
+    assert sum("run identity not checked" in r.getMessage() for r in caplog.records) == 1
+    assert "--workflow_name common.runs.BundleWorkflow" in caplog.text
 
 
 def _identity_config(root: Path, files: list[Path], **extra) -> ConfigParser:
@@ -61,10 +77,13 @@ def _identity_config(root: Path, files: list[Path], **extra) -> ConfigParser:
         "bundle_root": str(root), "checkpoint_dir": str(root / "models" / "checkpoints"), "models_dir": str(root / "models"),
         "resume": True, "learning_rate": 0.1, "num_steps": 10, "num_workers": 2, "pretrained": "",
         "train": {"dataset": {"data": cases}},
-        "run_identity": {"_target_": "common.runs.RunIdentity", "checkpoint_dir": "@checkpoint_dir", "outputs": ["@models_dir"], "resume": "@resume"},
+        "run_identity": {"_target_": "common.runs.RunIdentity", "checkpoint_dir": "@checkpoint_dir", "outputs": ["@models_dir"], "resume": "@resume",
+                         "bundle_run": "@bundle_run"},
+        "bundle_run": None,
     }
     parser = ConfigParser(config)
     parser.update(extra)
+    parser["bundle_run"] = BundleRun(parser, [], dict(extra))  # what BundleWorkflow does
     return parser
 
 
@@ -239,6 +258,7 @@ def test_anatomask_zscore_weights_are_refused_by_btcv(tmp_path, caplog):
     down = ConfigParser()
     down.read_config([str(BUNDLES / "btcv_finetune" / "configs" / f) for f in ("train.json", "dynunet.json")])
     down.update({"bundle_root": str(tmp_path / "down"), "pretrained": str(weights), "device": "$torch.device('cpu')", "dynunet_filters": [8, 16, 32, 64, 128]})
+    down["bundle_run"] = BundleRun(down, [], {})  # as BundleWorkflow gives it: the hints name the overrides
     with pytest.raises(RuntimeError) as err:
         down.get_parsed_content("network")
     cause = err.value.__cause__

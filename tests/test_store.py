@@ -240,7 +240,7 @@ def test_two_torchrun_nodes_read_disjoint_cases_from_the_store_and_rank_0_alone_
     files = f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']"
     port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-           "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "store_two_nodes", "-m", "monai.bundle", "run", "--config_file", files,
+           "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "store_two_nodes", "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files,
            *[a for k, v in overrides.items() for a in (f"--{k}", format_override(v))]]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]

@@ -92,6 +92,14 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     out = assert_ok(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600))
     assert f"COMMON_FROM {dest / 'btcv_finetune_common' / '__init__.py'}" in out
 
+    # the docs' commands name the vendored workflow, which ships with the bundle and runs from its folder
+    docs = (dest / "docs" / "README.md").read_text()
+    assert "--workflow_name btcv_finetune_common.runs.BundleWorkflow" in docs and "--workflow_name common.runs" not in docs
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "btcv_finetune_common.runs.BundleWorkflow",
+           "--config_file", str(dest / "configs" / "inference.json"), "--run", json.dumps(probe)]
+    out = assert_ok(subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=600))
+    assert f"COMMON_FROM {dest / 'btcv_finetune_common' / '__init__.py'}" in out
+
 
 @pytest.mark.slow
 def test_two_exported_bundles_import_their_own_code_in_one_process(tmp_path):

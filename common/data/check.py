@@ -17,20 +17,27 @@ import json
 import sys
 from collections.abc import Sequence
 
-from common.cli import parse_overrides
 from common.data.datalist import CaseSource, DatalistError
 
 KEY_IDS = ("train_datalist_keys", "val_datalist_keys", "datalist_keys", "evaluate_datalist_keys")
 
 
 def parse_values(extra: Sequence[str]) -> dict[str, object]:
-    """``--key value`` overrides (:func:`common.cli.parse_overrides`), values parsed as JSON when they are."""
+    """This command's own ``--key value`` / ``--key=value`` config overrides (what ``argparse`` left over), values parsed
+    as JSON when they are; a bare ``--flag`` maps to ''."""
     out: dict[str, object] = {}
-    for key, raw in parse_overrides(extra).items():
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if token.startswith("--"):
+            key, eq, raw = token[2:].partition("=")
+            if not eq and i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                raw, i = extra[i + 1], i + 1
+            try:
+                out[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                out[key] = raw
+        i += 1
     return out
 
 

@@ -64,7 +64,7 @@ def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path
         except Exception as e:  # reported with the log below, as a failed subprocess is
             code = f"{type(e).__name__}: {e}"
     else:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(f) for f in files])]
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", json.dumps([str(f) for f in files])]
         for k, v in args.items():
             cmd += [f"--{k}", format_override(v)]
         with open(log_file, "a") as log:
@@ -79,17 +79,14 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
     """What ``monai.bundle run`` does (``ConfigWorkflow`` initialize, run, finalize), in this process,
     with every log record going to ``log_file`` only while it runs.
 
-    The command-line check that ``monai.bundle run`` gets from ``common.cli.check_command_line`` (a
-    no-op outside that command) is made here: an override naming no config id stops the run. The
-    bundle's ``logging.conf`` is not applied (it would replace this process's handlers).
+    The collection's workflow (:class:`common.runs.BundleWorkflow`) checks the overrides (an override
+    naming no config id stops the run) and checks the run identity, as ``--workflow_name`` gives them to
+    ``monai.bundle run``. The bundle's ``logging.conf`` is not applied (it would replace this process's handlers).
     """
     import gc
 
-    from monai.bundle import ConfigWorkflow
+    from common.runs import BundleWorkflow
 
-    from common.cli import check_overrides
-
-    check_overrides([str(f) for f in files], {k: format_override(v) for k, v in args.items()})
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     # the root logger, and every logger that does not propagate to it: MONAI's get_logger makes those
@@ -101,7 +98,7 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
         lg.setLevel(logging.INFO)
     try:  # progress bars and warnings (stdout, stderr) go to the log too, as a subprocess's would
         with open(log_file, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            workflow = ConfigWorkflow(config_file=[str(f) for f in files], workflow_type="train", logging_file=False, **args)
+            workflow = BundleWorkflow(config_file=[str(f) for f in files], workflow_type="train", logging_file=False, **args)
             workflow.initialize()
             try:
                 workflow.run()

@@ -20,7 +20,6 @@ stopped alone would leave the others waiting in the gradient all-reduce). Ignite
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -31,7 +31,6 @@ from torch import nn
 from common.networks.layouts import recognise
 from common.networks.weights import unwrap
 from common.runs.contract import check_contract, override_hints
-from common.runs.identity import active_parser
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +187,15 @@ def with_pretrained(
     preprocessing: Mapping[str, Any] | None = None,
     allow_preprocessing_mismatch: bool = False,
     contract_ignore: Sequence[str] = (),
+    bundle_run: Any = None,
 ) -> nn.Module:
     """``network`` initialised from ``pretrained`` when a path is given (else unchanged); for configs::
 
         "network": "$common.networks.with_pretrained(@network_def, @pretrained, @preprocessing_settings,
-                    @allow_preprocessing_mismatch).to(@device)"
+                    @allow_preprocessing_mismatch, bundle_run=@bundle_run).to(@device)"
+
+    ``bundle_run`` (:class:`common.runs.BundleRun`, given by :class:`common.runs.BundleWorkflow`) lets a
+    mismatch message name the overrides that set each preprocessing field; without it the message names the fields only.
 
     When the weights carry a provenance record, their preprocessing and network family are checked
     against ``preprocessing`` first (:func:`common.runs.check_contract`; ``contract_ignore`` names
@@ -205,8 +208,7 @@ def with_pretrained(
         return network
     if not os.path.isfile(pretrained):
         raise PretrainedLoadError(f"pretrained weights file {pretrained} does not exist")
-    parser = active_parser()
-    hints = override_hints(parser.get("preprocessing_settings")) if parser is not None else {}
+    hints = override_hints(bundle_run.parser.get("preprocessing_settings")) if bundle_run is not None else {}
     check_contract(pretrained, preprocessing, type(unwrap(network)).__name__, allow_preprocessing_mismatch, contract_ignore, hints)
     load_pretrained(network, pretrained)
     return network

@@ -7,8 +7,9 @@ from common.lazy import exports
 
 #: name -> defining module, imported on first use (see :mod:`common.lazy`)
 EXPORTS = {
-    "active_parser": "common.runs.identity",
     "build_record": "common.runs.provenance",
+    "BundleRun": "common.runs.workflow",
+    "BundleWorkflow": "common.runs.workflow",
     "check_contract": "common.runs.contract",
     "CHECKPOINT_NAME": "common.runs.checkpoints",
     "compare": "common.runs.contract",

@@ -33,13 +33,13 @@ import torch
 from common.distributed import barrier, is_main_process, world_size
 from common.io import atomic_write_text
 from common.runs.checkpoints import list_checkpoints
+from common.runs.workflow import WORKFLOW_NAME
 from common.runs.identity import (
     CASE_IDS,
     CASE_LIST_IDS,
     LENGTH_KEYS,
     OPERATIONAL_KEYS,
     WEIGHT_KEYS,
-    active_parser,
     case_files,
     diff_cases,
     diff_settings,
@@ -82,6 +82,16 @@ def supersede(folders: Sequence[str | os.PathLike], stamp: str | None = None) ->
     return moved
 
 
+_said_unchecked: set[str] = set()
+
+
+def _say_unchecked_once(checkpoint_dir: Path) -> None:
+    if str(checkpoint_dir) not in _said_unchecked:
+        _said_unchecked.add(str(checkpoint_dir))
+        logger.warning(f"run identity not checked for {checkpoint_dir}: this workflow gives no @bundle_run (a plain ConfigWorkflow); "
+                       f"an earlier run there is resumed without comparing settings. Run with --workflow_name {WORKFLOW_NAME} for the check.")
+
+
 class RunIdentity:
     """The identity of a training run, checked against the run found in ``checkpoint_dir``.
 
@@ -95,7 +105,11 @@ class RunIdentity:
         weight_keys: settings naming weight files, identified by content.
         ignore: more operational keys, on top of :data:`common.runs.identity.OPERATIONAL_KEYS`.
         bundle: bundle name for records (default: the config's ``_meta_`` name or ``bundle_root``'s folder).
-        parser: the ``ConfigParser`` (default: the one building this item).
+        bundle_run: the command's :class:`common.runs.BundleRun` (``@bundle_run``, given by
+            :class:`common.runs.BundleWorkflow`): its parser holds the whole configuration the identity
+            is made of. Without it (a plain ``ConfigWorkflow``, e.g. MONAI Label) the run is not checked,
+            and the log says so once; checkpoints then carry no identity.
+        parser: the ``ConfigParser`` itself, for code that builds an identity outside a workflow.
     """
 
     def __init__(
@@ -108,11 +122,17 @@ class RunIdentity:
         weight_keys: Sequence[str] = WEIGHT_KEYS,
         ignore: Sequence[str] = (),
         bundle: str | None = None,
+        bundle_run: Any = None,
         parser: Any = None,
     ) -> None:
-        self.parser = parser if parser is not None else active_parser()
-        if self.parser is None:
-            raise RuntimeError("RunIdentity must be built by a bundle config (no ConfigParser on the stack); pass parser=")
+        self.parser = parser if parser is not None else (bundle_run.parser if bundle_run is not None else None)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checked = self.parser is not None
+        if not self.checked:
+            _say_unchecked_once(self.checkpoint_dir)
+            self.bundle, self.settings, self.length, self.weights, self.cases, self.num_cases = bundle or "", {}, {}, {}, None, {}
+            self.outputs, self.resume = [str(o) for o in outputs if o], resume
+            return
         self.checkpoint_dir = Path(checkpoint_dir)
         self.outputs = [str(o) for o in outputs if o]
         self.resume = resume
@@ -176,11 +196,15 @@ class RunIdentity:
 
     def provenance(self) -> dict[str, Any]:
         """:meth:`summary` plus the bundle's version: the ``run`` argument of :func:`common.runs.build_record`."""
+        if not self.checked:
+            return {"bundle": self.bundle, "checked": False}
         meta = self.parser.get("_meta_", {}) or {}
         return {**self.summary(), "bundle_version": meta.get("version")}
 
     # checkpoint entry (weights_only-safe: strings only)
     def state_dict(self) -> dict[str, str]:
+        if not self.checked:
+            return {}
         return {"fingerprint": self.fingerprint, "summary": json.dumps(self.summary(), sort_keys=True)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -196,9 +220,10 @@ class RunIdentity:
                 logger.warning(f"cannot read {path} ({type(e).__name__}); looking at the next older checkpoint")
                 continue
             iteration = (ckpt.get("trainer") or {}).get("iteration")
-            if "run_identity" not in ckpt:
+            if not ckpt.get("run_identity"):
                 raise RunMismatchError(
-                    f"{path} was written by an older version and carries no run identity, so it cannot be checked against this command. "
+                    f"{path} carries no run identity (written by an older version, or by a run without {WORKFLOW_NAME}), so it cannot be "
+                    "checked against this command. "
                     f"Ways out: --resume False (a fresh run; {self.checkpoint_dir} and the run's outputs are moved aside, not deleted), "
                     "or --run_dir <another folder>."
                 )
@@ -219,6 +244,8 @@ class RunIdentity:
     # -- the decision ---------------------------------------------------------------------------------
     def check(self) -> None:
         """Decide fresh / resume / continue / stop (see the module docstring). Call before building the trainer."""
+        if not self.checked:
+            return
         try:
             self._check()
         except RunMismatchError as e:

@@ -22,7 +22,6 @@ resumes it; see :class:`common.runs.guard.RunIdentity`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +37,7 @@ from common.file_sizes import file_size
 #: and where the data lives (the case digest identifies the data itself).
 OPERATIONAL_KEYS = frozenset({
     "_meta_", "_generated_", "imports", "initialize", "run", "finalize",
-    "bundle_name", "bundle_root", "run_dir", "models_dir", "output_dir", "checkpoint_dir", "tensorboard_dir",
+    "bundle_name", "bundle_run", "bundle_root", "run_dir", "models_dir", "output_dir", "checkpoint_dir", "tensorboard_dir",
     "resume", "allow_preprocessing_mismatch",
     "dataset_dir", "datalist", "phantom_dir", "num_phantoms", "num_phantom_validation",
     "preflight", "on_bad_case", "case_checks", "case_source",
@@ -64,25 +63,6 @@ CASE_IDS = {"train#dataset#data": "training", "validate#dataset#data": "validati
 
 #: Config ids whose content is a case list: identified by the case digest, left out of the settings.
 CASE_LIST_IDS = (*CASE_IDS, "train#files", "validate#files")
-
-
-def active_parser() -> Any:
-    """The MONAI ``ConfigParser`` that is resolving the config item being built, or None.
-
-    Fills an upstream gap: MONAI gives a config component no handle on the configuration it belongs
-    to, and a run's identity needs the whole resolved configuration (overlays and overrides
-    included), in ``monai.bundle run`` and in an in-process ``ConfigWorkflow`` alike. The parser is
-    the ``self`` of the ``get_parsed_content`` call on the stack.
-    """
-    from monai.bundle import ConfigParser
-
-    frame = inspect.currentframe()
-    while frame is not None:
-        obj = frame.f_locals.get("self")
-        if isinstance(obj, ConfigParser):
-            return obj
-        frame = frame.f_back
-    return None
 
 
 def _jsonable(value: Any) -> Any:

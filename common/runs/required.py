@@ -10,28 +10,28 @@ run folder, the command that makes it, and the override that points elsewhere.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-
-from common.cli import config_files, launched_by_bundle_run, parse_overrides
+from typing import Any
 
 #: config files that use a trained run's files rather than make them (swapped for train.json)
 USING_CONFIGS = ("inference.json", "evaluate.json", "inference_onnx.json", "query.json")
 
 
-def training_command(bundle_root: str | os.PathLike) -> str:
+def training_command(bundle_root: str | os.PathLike, bundle_run: Any = None) -> str:
     """The ``monai.bundle run`` command that trains what this command uses: this command's config files
-    with the inference/evaluation ones replaced by ``train.json`` (overlays such as ``demo.json`` kept)."""
-    argv = sys.argv
+    (``bundle_run``, a :class:`common.runs.BundleRun`) with the inference/evaluation ones replaced by
+    ``train.json``, overlays such as ``demo.json`` kept; without ``bundle_run``, the bundle's ``train.json``."""
+    from common.runs.workflow import WORKFLOW_NAME
+
     train = str(Path(bundle_root) / "configs" / "train.json")
     files: list[str] = []
-    if launched_by_bundle_run(argv):
-        given = config_files(parse_overrides(argv[2:]).get("config_file", ""))
+    if bundle_run is not None:
+        given = bundle_run.config_files
         files = [f for f in given if Path(f).name not in USING_CONFIGS]
         train = next((str(Path(f).with_name("train.json")) for f in given if Path(f).name in USING_CONFIGS), train)
     listed = [train, *files]
     spec = listed[0] if len(listed) == 1 else "\"[" + ",".join(f"'{f}'" for f in listed) + "]\""
-    return f"python -m monai.bundle run --config_file {spec}"
+    return f"python -m monai.bundle run --workflow_name {WORKFLOW_NAME} --config_file {spec}"
 
 
 def require_file(path: str | os.PathLike, run_dir: str | os.PathLike, what: str, make: str, override: str) -> str:

@@ -53,6 +53,7 @@ from monai.bundle.reference_resolver import ReferenceResolver
 
 import common
 from common.paths import GENERATED_KEY
+from common.runs.workflow import WORKFLOW_NAME
 from common.zoo.monailabel import metadata_for_monailabel, written_label_names
 
 logger = logging.getLogger(__name__)
@@ -399,7 +400,9 @@ def export_bundle(
         if not p.name.startswith("datalist"):
             configs.append(config)
             p.write_text(json.dumps(lazy_common_imports(config, package, named), indent=4) + "\n")
-    files = used_modules(configs)
+    files = used_modules(configs + [{"workflow": f"${WORKFLOW_NAME}"}])  # the workflow the docs' commands name ships too
+    for doc in (staging / "docs").rglob("*.md") if (staging / "docs").is_dir() else []:  # exact module path, as in configs
+        doc.write_text(doc.read_text().replace(f"--workflow_name {WORKFLOW_NAME}", f"--workflow_name {package}{WORKFLOW_NAME[len('common'):]}"))
     for f in files:
         target = staging / package / f.relative_to(PACKAGE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
