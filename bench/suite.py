@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"suite_{result['date']}_{device.split(':')[0]}{'_quick' if args.quick else ''}"
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
+
+    def save() -> None:  # after every benchmark: a lease that ends mid-suite keeps what was measured
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+
     for b in BENCHMARKS:
         if args.only and b.name not in args.only:
             continue
@@ -350,10 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             result["not_run"][b.name] = reason
         result["reports"][b.name] = report
         result["figures"] += [asdict(f) for f in figures]
-        # written after every benchmark: a lease that ends mid-suite keeps what was measured
-        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        save()
     result["figures"] += [asdict(f) for f in cross_figures(result["reports"])]
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    save()
     table = markdown(result)
     (out / f"{stem}.md").write_text(table)
     print(table)

@@ -127,15 +127,13 @@ class RunIdentity:
     ) -> None:
         self.parser = parser if parser is not None else (bundle_run.parser if bundle_run is not None else None)
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.outputs = [str(o) for o in outputs if o]
+        self.resume = resume
         self.checked = self.parser is not None
         if not self.checked:
             _say_unchecked_once(self.checkpoint_dir)
             self.bundle, self.settings, self.length, self.weights, self.cases, self.num_cases = bundle or "", {}, {}, {}, None, {}
-            self.outputs, self.resume = [str(o) for o in outputs if o], resume
             return
-        self.checkpoint_dir = Path(checkpoint_dir)
-        self.outputs = [str(o) for o in outputs if o]
-        self.resume = resume
         self.case_ids = dict(case_ids)
         self.length_keys = list(length_keys)
         self.weight_keys = list(weight_keys)
