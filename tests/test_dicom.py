@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUNDLES, assert_ok, real_data, run_bundle
-from dicom_series import write_ct_series
+from dicom_series import SCANNER_QUIRKS, write_ct_series, write_scanner_series
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
@@ -115,11 +115,77 @@ def test_dicom_seg_references_the_series_and_holds_the_label_map_slice_by_slice(
     assert (expected == 6).sum() > 10000  # the liver is there to be found
 
 
-@pytest.mark.slow
-def test_inference_on_a_series_writes_nifti_in_its_geometry_and_dicom_seg_when_asked(tmp_path):
+def _on_grid(array: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target_affine: np.ndarray) -> np.ndarray:
+    """``array`` (voxel-to-world ``affine``) sampled at the voxel centres of the ``shape``/``target_affine`` grid,
+    nearest voxel, 0 outside: numpy only, independent of the code under test."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape[:3]], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ np.asarray(target_affine)[:3, :3].T + np.asarray(target_affine)[:3, 3]
+    src = np.rint((world - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T).astype(np.int64)
+    inside = np.all((src >= 0) & (src < np.asarray(array.shape[:3])), axis=1)
+    out = np.zeros(len(src), dtype=array.dtype)
+    out[inside] = array[src[inside, 0], src[inside, 1], src[inside, 2]]
+    return out.reshape(shape[:3])
+
+
+def _seg_in_world(path) -> tuple[np.ndarray, np.ndarray]:
+    """A DICOM-SEG decoded by highdicom into a label volume and its RAS affine (highdicom's own geometry)."""
     import highdicom as hd
 
-    folder = write_ct_series(real_data("ts_ct_full") / "example_ct.nii.gz", tmp_path / "data" / "CT_SERIES")
+    vol = hd.seg.segread(path).get_volume(combine_segments=True, skip_overlap_checks=True)
+    return np.asarray(vol.array), np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine
+
+
+@pytest.mark.parametrize("quirks", [SCANNER_QUIRKS, ()], ids=["scanner_quirks", "scanner_header"])
+def test_dicom_seg_on_a_scanners_series_matches_an_independent_conversion_in_world_coordinates(tmp_path, quirks):
+    import dicom2nifti
+
+    from common.transforms import write_dicom_seg
+
+    ct, manual = real_data("msd_spleen_crop") / "sub-spleen2_ct.nii.gz", real_data("msd_spleen_crop") / "sub-spleen2_ct_seg-manual.nii.gz"
+    folder = write_scanner_series(ct, tmp_path / "CT_SERIES", quirks)
+    assert series_problems(folder, "CT") == []
+    image = LoadImage(image_only=True)(str(folder))  # as a bundle reads it: stacked in InstanceNumber order, head down
+    lab, ref_ct = nib.load(manual), nib.load(ct)
+    spleen = np.rint(np.asarray(lab.dataobj)).astype(np.int64)
+    labels = _on_grid(spleen, lab.affine, image.shape, np.asarray(image.affine))  # the manual label as a prediction on that grid
+    assert labels.sum() == spleen.sum() > 1000
+    path = write_dicom_seg(folder, labels, np.asarray(image.affine), {1: "spleen"}, tmp_path / "seg.dcm")
+    converted = tmp_path / "dicom2nifti.nii.gz"  # the independent conversion's grid (its own slice order and affine)
+    dicom2nifti.dicom_series_to_nifti(str(folder), str(converted), reorient_nifti=False)
+    grid = nib.load(converted)
+    hu = np.round(np.asarray(ref_ct.dataobj))
+    assert np.array_equal(np.asarray(grid.dataobj), _on_grid(hu, ref_ct.affine, grid.shape, grid.affine))  # same CT, same world grid
+    seg, seg_affine = _seg_in_world(path)
+    on_grid = _on_grid(seg, seg_affine, grid.shape, grid.affine)
+    assert np.array_equal(on_grid, _on_grid(spleen, lab.affine, grid.shape, grid.affine))  # voxel for voxel in world coordinates
+    assert on_grid.sum() == spleen.sum()
+
+
+def test_a_series_without_what_dicom_seg_or_the_reader_need_is_named(tmp_path):
+    from common.transforms import write_dicom_seg
+
+    ct = real_data("ts_ct_small") / "example_ct_sm.nii.gz"
+    no_frame = write_scanner_series(ct, tmp_path / "no_frame", drop=("FrameOfReferenceUID",))
+    labels = np.ones(nib.load(ct).shape, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"IM00001: no FrameOfReferenceUID \(0020,0052\).*dicom_seg false"):
+        write_dicom_seg(no_frame, labels, nib.load(ct).affine, {1: "body"}, tmp_path / "seg.dcm")
+    unnumbered = write_scanner_series(ct, tmp_path / "unnumbered", drop=("InstanceNumber",))
+    assert series_problems(unnumbered)[0].startswith("30 slice(s) without an InstanceNumber (e.g. IM00001)")
+    shuffled = write_ct_series(ct, tmp_path / "shuffled")
+    import pydicom
+
+    from common.data.dicom import dicom_files
+
+    for f in dicom_files(shuffled)[:2]:  # swap the first two slices' numbers
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = 3 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    assert "InstanceNumber order" in series_problems(shuffled)[0]
+
+
+@pytest.mark.slow
+def test_inference_on_a_scanners_series_writes_nifti_in_its_geometry_and_dicom_seg_when_asked(tmp_path):
+    folder = write_scanner_series(real_data("ts_ct_full") / "example_ct.nii.gz", tmp_path / "data" / "CT_SERIES")
     torch.manual_seed(0)
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "demo.json")])
@@ -129,14 +195,8 @@ def test_inference_on_a_series_writes_nifti_in_its_geometry_and_dicom_seg_when_a
     out = assert_ok(run_bundle([CONFIGS / "inference.json", CONFIGS / "demo.json"], o))
     assert "1 DICOM series folders" in out  # found by dataset_dir discovery
     pred = nib.load(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.nii.gz")
-    src = nib.load(real_data("ts_ct_full") / "example_ct.nii.gz")  # the NIfTI prediction is in the series' geometry
-    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4) and np.asarray(pred.dataobj).max() > 0
-    seg = hd.seg.segread(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.dcm")
-    from common.data.dicom import dicom_files
-    import pydicom
-
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files(folder)]
-    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=[s.SOPInstanceUID for s in sources], combine_segments=True,
-                                               skip_overlap_checks=True)
-    labels = np.asarray(pred.dataobj)
-    assert np.array_equal(frames, np.stack([labels[:, :, int(s.InstanceNumber) - 1].T for s in sources]))  # the NIfTI and the SEG agree
+    series = LoadImage(image_only=True)(str(folder))  # the NIfTI prediction is in the series' geometry as read
+    assert pred.shape == series.shape and np.allclose(pred.affine, series.affine, atol=1e-4) and np.asarray(pred.dataobj).max() > 0
+    seg, seg_affine = _seg_in_world(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.dcm")
+    labels = np.asarray(pred.dataobj).astype(np.int64)
+    assert np.array_equal(_on_grid(seg, seg_affine, pred.shape, pred.affine), labels)  # the NIfTI and the SEG agree in world coordinates

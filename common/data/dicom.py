@@ -11,7 +11,10 @@ names each of these, with the folder:
 - more than one ``SeriesInstanceUID`` (mixed series);
 - duplicate slice positions; gaps of about two or more slice spacings (missing slices); any other
   non-uniform spacing along the slice normal;
-- a modality other than the bundle's (e.g. MR given to a CT bundle).
+- a modality other than the bundle's (e.g. MR given to a CT bundle);
+- ``InstanceNumber`` absent, empty, repeated or out of step with the positions: MONAI's
+  ``PydicomReader`` stacks slices in ``InstanceNumber`` order and takes the affine from the first and
+  last, so such a series would be read scrambled or fail (type 2: real series may leave it empty).
 
 Upstream gap: MONAI's readers have no series validation; pydicom reads files, not series.
 """
@@ -116,4 +119,15 @@ def series_problems(folder: str | os.PathLike, modality: str | None = None, spac
         elif off.size:
             problems.append(f"non-uniform slice spacing: {gaps.min():.3f} to {gaps.max():.3f} mm (median {step:.3f}), "
                             f"which one affine cannot describe: {folder}")
-    return problems
+    numbering: list[str] = []
+    unnumbered = [f.name for f, h in headers if h.get("InstanceNumber", None) in (None, "")]
+    if unnumbered:
+        numbering.append(f"{len(unnumbered)} slice(s) without an InstanceNumber (e.g. {unnumbered[0]}), by which MONAI's PydicomReader "
+                        f"stacks slices; convert the series to NIfTI (e.g. dcm2niix) and give that file: {folder}")
+    else:
+        by_number = sorted((int(h.InstanceNumber), float(np.dot(normal, np.asarray(h.ImagePositionPatient, dtype=float)))) for _, h in headers)
+        steps = np.diff([p for _, p in by_number])
+        if len({n for n, _ in by_number}) < len(by_number) or not (np.all(steps >= 0) or np.all(steps <= 0)):
+            numbering.append(f"InstanceNumber order (repeated or not following the slice positions) would stack the slices out of place "
+                            f"in MONAI's PydicomReader; convert the series to NIfTI (e.g. dcm2niix) and give that file: {folder}")
+    return problems or numbering  # the numbering is judged on an otherwise sound series

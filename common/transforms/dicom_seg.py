@@ -30,9 +30,9 @@ from common.transforms.save import case_name
 logger = logging.getLogger(__name__)
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
-#: attributes a DICOM-SEG copies from its source images (type 2: required, may be empty)
+#: type-2 attributes (required, may be empty) that highdicom reads from the source images
 TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-                "StudyID", "AccessionNumber")
+                "StudyID", "AccessionNumber", "SliceThickness")
 
 
 def frames_for_series(labels: np.ndarray, affine: np.ndarray, datasets: Sequence[Any]) -> np.ndarray:
@@ -61,6 +61,43 @@ def frames_for_series(labels: np.ndarray, affine: np.ndarray, datasets: Sequence
     return np.stack(frames)
 
 
+def source_headers(series_folder: str | os.PathLike) -> list[Any]:
+    """The series' headers made acceptable to highdicom where the standard allows, else one clear error.
+
+    Real scanners' files differ from tidy ones in ways highdicom does not accept as they are: SOP
+    Class/Instance UIDs only in the file meta (or empty in the data set), an empty Specific Character
+    Set (means the default repertoire), type-2 attributes absent instead of empty (patient/study
+    attributes, Slice Thickness). Those are filled from the file meta or as empty values. What a SEG
+    cannot do without (a SOP UID anywhere, the Frame of Reference UID it must share with the series)
+    raises ``ValueError`` naming the file and the attribute.
+    """
+    import pydicom
+
+    from common.data.dicom import dicom_files
+
+    datasets = []
+    for f in dicom_files(series_folder):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        meta = getattr(ds, "file_meta", None) or {}
+        for attr, fallback in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+            if not str(ds.get(attr, "") or ""):
+                value = str(getattr(meta, fallback, "") or "")
+                if not value:
+                    raise ValueError(f"{f}: no {attr} (0008,{'0016' if attr == 'SOPClassUID' else '0018'}) in the data set or the file meta, "
+                                     "so a DICOM-SEG cannot reference this slice; write NIfTI only (dicom_seg false)")
+                setattr(ds, attr, value)
+        if not str(ds.get("FrameOfReferenceUID", "") or ""):
+            raise ValueError(f"{f}: no FrameOfReferenceUID (0020,0052), which a DICOM-SEG must share with its series; "
+                             "write NIfTI only (dicom_seg false)")
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty = the default repertoire, which an absent attribute also means
+        for attr in TYPE2_COPIED:  # type 2: required, may be empty; anonymised or older series often drop them
+            if attr not in ds:
+                setattr(ds, attr, "")
+        datasets.append(ds)
+    return datasets
+
+
 def write_dicom_seg(
     series_folder: str | os.PathLike, labels: np.ndarray, affine: np.ndarray, segments: Mapping[int, str], path: str | os.PathLike,
     algorithm: str = "ssl3d bundle", version: str = "1",
@@ -72,16 +109,9 @@ def write_dicom_seg(
     without a name raises ``ValueError``.
     """
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
 
-    from common.data.dicom import dicom_files
-
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files(series_folder)]
-    for ds in datasets:  # type-2 patient/study attributes the SEG copies; anonymised series often drop them (empty is valid)
-        for attr in TYPE2_COPIED:
-            if attr not in ds:
-                setattr(ds, attr, "")
+    datasets = source_headers(series_folder)
     frames = frames_for_series(np.asarray(labels), affine, datasets)
     values = sorted(int(v) for v in segments)
     unnamed = sorted(set(np.unique(frames).tolist()) - {0, *values})
