@@ -17,11 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 BUNDLES = REPO / "bundles"
 
+
+def tiny(bundle: str) -> dict:
+    """The CPU-sized network of ``bundles/<bundle>``: its demo overlay's network entries (one source for every test;
+    ``common.zoo.verify.demo_network``), without the metadata shapes a run does not read."""
+    from common.zoo.verify import demo_network
+
+    return {k: v for k, v in demo_network(BUNDLES / bundle).items() if not k.startswith("_meta_")}
+
+
 #: Overrides that shrink SubFore to a CPU-sized network and ROI (the configs keep the paper settings).
 TINY_SUBFORE = {
-    "feature_size": 12,
-    "network_def#depths": [1, 1, 1, 1],
-    "network_def#window_size": 4,
+    **tiny("subfore_pretrain"),
     "roi_size": [64, 64, 64],
     "batch_size": 2,
     "num_workers": 0,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
 from monai.bundle import ConfigParser
 
 from common.networks import load_pretrained
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 CONFIGS = BUNDLES / "anatomask_pretrain" / "configs"
 TINY = {
-    "filters": [8, 16, 32, 64, 128], "roi_size": [32, 32, 32], "batch_size": 2, "num_workers": 0, "learning_rate": 0.003,
+    **tiny("anatomask_pretrain"), "roi_size": [32, 32, 32], "batch_size": 2, "num_workers": 0, "learning_rate": 0.003,
     "warmup_steps": 1, "num_steps": 16, "epoch_length": 8, "log_interval": 1, "checkpoint_interval": 1,
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES
+from conftest import BUNDLES, tiny
 from common.runs import BundleWorkflow
 
 from common.handlers import list_checkpoints
@@ -25,7 +25,7 @@ ONE_STEP = {"num_steps": 1, "epoch_length": 1, "num_workers": 0, "log_interval":
 CT = {"num_phantoms": 3, "num_phantom_validation": 1}
 CACHE = "store"  # every training bundle runs through the chunked store here (see the module docstring)
 
-TINY_ENCODER = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1]}
+TINY_ENCODER = tiny("ctfm_pretrain")
 
 #: bundle -> (phantom kind, training overrides on top of demo.json, inference config or None, inference overrides)
 BUNDLES_UNDER_TEST = {

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
 from monai.bundle import ConfigParser
 
 from common.retrieval import EmbeddingIndex, RetrievalError, embed_scan, pending_cases
 
 pytestmark = pytest.mark.slow
 
-TINY_ENCODER = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1]}
+TINY_ENCODER = tiny("ctfm_pretrain")
 TINY_DATA = {"pixdim": [4.0, 4.0, 4.0], "num_workers": 0, "log_interval": 1, "checkpoint_interval": 1, "warmup_steps": 1}
 
 

@@ -11,12 +11,12 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
 
 pytestmark = pytest.mark.slow
 
 CONFIGS = BUNDLES / "medcontext_unetr" / "configs"
-TINY_UNETR = {"network_def#hidden_size": 32, "network_def#mlp_dim": 64, "network_def#num_heads": 2, "feature_size": 4}
+TINY_UNETR = tiny("medcontext_unetr")
 TINY_SEGRESNET = {"network_def#init_filters": 8, "network_def#blocks_down": [1, 1, 1], "network_def#blocks_up": [1, 1]}
 RUN = {
     "roi_size": [32, 32, 32], "num_samples": 2, "num_workers": 0, "cache_rate": 1.0, "learning_rate": 0.003, "warmup_steps": 1,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, REPO, assert_ok, real_data
+from conftest import BUNDLES, REPO, assert_ok, real_data, tiny
 from monai.bundle import ConfigParser
 
 from common.zoo.export import export_bundle
@@ -29,7 +29,7 @@ APP = Path(__file__).resolve().parent / "monailabel_app"
 MONAILABEL_PYTHON = Path(os.environ.get("MONAILABEL_PYTHON", REPO / ".venv-monailabel" / "bin" / "python"))
 #: CPU-sized network and run, written into the exported configs (MONAI Label passes no overrides to inference).
 TINY = {
-    "feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "pixdim": [3.0, 3.0, 3.0],
+    **tiny("btcv_finetune"), "pixdim": [3.0, 3.0, 3.0],
     "roi_size": [64, 64, 64], "num_workers": 0, "cache_rate": 0.0, "epoch_length": 2, "num_steps": 2, "warmup_steps": 1,
 }
 
@@ -42,7 +42,7 @@ def monailabel_python() -> Path:
 
 
 #: CPU-sized CT-FM SegResNetDS (ctfm_segmentation), as TINY is for SwinUNETR.
-TINY_SEGRESNETDS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1, 1], "pixdim": [3.0, 3.0, 3.0], "roi_size": [64, 64, 64], "num_workers": 0,
+TINY_SEGRESNETDS = {**tiny("ctfm_segmentation"), "pixdim": [3.0, 3.0, 3.0], "roi_size": [64, 64, 64], "num_workers": 0,
                     "cache_rate": 0.0, "epoch_length": 2, "num_steps": 2, "warmup_steps": 1}
 
 

@@ -14,19 +14,17 @@ from monai.bundle import ConfigParser
 
 from common.networks.onnx_runtime import OnnxRuntimeNetwork
 from common.zoo.onnx import ATOL, OnnxAgreementError, export_onnx
-from common.zoo.verify import QUICK_OVERRIDES
+from common.zoo.verify import demo_network, quick_metadata
 
 #: one bundle per network family (brats_finetune's SwinUNETR is btcv_finetune's with 4 input channels)
 ONNX_BUNDLES = ["btcv_finetune", "medcontext_unetr", "ctfm_segmentation", "ctfm_classification"]
 
 
 def quick(bundle: str) -> dict:
-    """verify.py's CPU-sized network of ``bundle`` (same architecture, fewer blocks/width)."""
-    cfg = BUNDLES / bundle / "configs"
-    p = ConfigParser()
-    p.read_config(str(cfg / ("inference.json" if (cfg / "inference.json").is_file() else "train.json")))
+    """verify.py's CPU-sized network of ``bundle``: its demo overlay's (same architecture, fewer blocks/width)."""
     small_roi = {"roi_size": [64, 64, 64]} if bundle == "ctfm_segmentation" else {}  # its 96x160x160 ROI only costs time here
-    return {**QUICK_OVERRIDES.get(str(p["network_def"]["_target_"]).split(".")[-1], {}), **small_roi}
+    network = demo_network(BUNDLES / bundle)
+    return {**network, **quick_metadata(BUNDLES / bundle, network), **small_roi}
 
 
 @pytest.mark.parametrize("bundle", [pytest.param(b, marks=pytest.mark.slow) if b != "ctfm_classification" else b for b in ONNX_BUNDLES])

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES
+from conftest import BUNDLES, tiny
 from monai.bundle import ConfigParser
 
 BTCV = BUNDLES / "btcv_finetune" / "configs"
 BRATS = BUNDLES / "brats_finetune" / "configs"
 MEDCONTEXT = BUNDLES / "medcontext_unetr" / "configs"
-TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4, "device": "$torch.device('cpu')"}
+TINY = {**tiny("btcv_finetune"), "device": "$torch.device('cpu')"}
 
 
 def parser_for(folder, *names: str, **overrides) -> ConfigParser:

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok
+from conftest import BUNDLES, assert_ok, tiny
 from monai.bundle import ConfigParser
 
 from common.cli import format_override
@@ -19,7 +19,7 @@ from common.zoo.export import PACKAGE_ROOT, export_bundle, used_modules
 
 pytestmark = pytest.mark.slow
 
-TINY = {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4}
+TINY = tiny("btcv_finetune")
 
 
 def test_used_modules_follow_imports_from_the_configs():

@@ -125,6 +125,7 @@ def check_monailabel(bundle: Path, meta: dict, overrides: dict, tmp: Path) -> li
         problems += [f"{name}: no '{k}'" for k in keys if k not in parser]
         if name != "inference.json" or problems:
             continue
+        parser.read_meta(str(bundle / "configs" / "metadata.json"))  # overrides may restate the metadata's shapes (verify --quick)
         parser.update({**overrides, "bundle_root": str(tmp)})
         try:
             post = _transforms(parser.get_parsed_content("postprocessing"))

@@ -30,9 +30,9 @@ Command (one bundle or several; exit code 1 if any check fails)::
 
     python -m common.zoo.verify bundles/btcv_finetune [bundles/...] [--quick] [--skip torchscript]
 
-``--quick`` shrinks SwinUNETR/UNETR (``feature_size`` 12, one block per stage) and the CT-FM
-SegResEncoder networks (one block per level, same widths) so the network
-checks take seconds on a CPU; the checks themselves are the same.
+``--quick`` builds the network at the size of the bundle's demo overlay (:func:`demo_network`:
+SwinUNETR ``feature_size`` 12 with one block per stage, CT-FM's encoders with one block per level)
+so the network checks take seconds on a CPU; the checks themselves are the same.
 """
 
 from __future__ import annotations
@@ -65,15 +65,6 @@ NOT_SCRIPTABLE = {
 }
 #: Networks built for one input size (position embeddings): their trace input is never shrunk.
 FIXED_INPUT_SIZE = {"UNETR", "ViT", "ViTAutoEnc"}
-#: Overrides that make the bundles' networks CPU-sized for ``--quick``.
-QUICK_OVERRIDES = {
-    "SwinUNETR": {"feature_size": 12, "network_def#depths": [1, 1, 1, 1], "network_def#window_size": 4},
-    "UNETR": {"network_def#hidden_size": 96, "network_def#mlp_dim": 192, "network_def#num_heads": 4, "network_def#feature_size": 8},
-    **dict.fromkeys(("SegResNetDS", "ContrastiveModel", "EncoderClassifier"), {"blocks_down": [1, 1, 1, 1, 1], "init_filters": 8}),
-    "PooledEncoder": {"blocks_down": [1, 1, 1, 1, 1]},  # its output is the features: their width (16 x init_filters) is the contract
-}
-
-
 def _load_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
@@ -139,17 +130,73 @@ def _network_config(bundle: Path) -> Path:
     return inference if inference.is_file() else bundle / "configs" / "train.json"
 
 
+def demo_network(bundle: str | Path) -> dict:
+    """The entries of ``<bundle>/configs/demo.json`` that size the network: the one source of CPU-sized networks.
+
+    An entry counts when its key is under ``network_def`` (``network_def#depths``), is a key the
+    network definition of the bundle's network config references, directly or through other keys
+    (``@feature_size``, ``@roi_size`` for UNETR, ``@encoder_def`` -> ``@init_filters``), or restates the
+    metadata's input/output shapes at that size (``_meta_#network_data_format#...``); the demo's run
+    and data entries are left out. ``{}`` without a demo overlay.
+    """
+    import re
+
+    from monai.bundle import ConfigParser
+
+    bundle = Path(bundle)
+    demo_file = bundle / "configs" / "demo.json"
+    if not demo_file.is_file():
+        return {}
+    parser = ConfigParser()
+    parser.read_config(str(_network_config(bundle)))
+    referenced, todo = set(), ["network_def"]
+    while todo:  # the keys network_def references, and what those reference (network_def -> @encoder_def -> @init_filters)
+        for ref in re.findall(r"@([A-Za-z_]\w*)", json.dumps(parser.get(todo.pop(), None))):
+            if ref not in referenced:
+                referenced.add(ref)
+                todo.append(ref)
+    demo = _load_json(demo_file)
+    return {k: v for k, v in demo.items() if k.startswith("network_def#") or (not k.startswith("_") and k in referenced)}
+
+
+def quick_metadata(bundle: Path, network: dict) -> dict:
+    """``_meta_`` overrides that describe the network at the demo's size (``network``: :func:`demo_network`).
+
+    A network built for its ROI (UNETR's ``@roi_size``) takes and gives the demo's ROI; an embedding's
+    width is the demo network's (measured: an encoder's narrows with it, a projection head's does not),
+    so ``--quick`` checks the embedding's shape and dtype, the full check its published width too.
+    What the demo does not change stays as published.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_network_config(bundle)))  # as published: the demo's sizes are in ``network``
+    fmt = _load_json(bundle / "configs" / "metadata.json").get("network_data_format", {})
+    o: dict = {}
+    for part in ("inputs", "outputs") if "roi_size" in network else ():
+        o.update({f"_meta_#network_data_format#{part}#{name}#spatial_shape": list(network["roi_size"])
+                  for name, spec in fmt.get(part, {}).items() if spec.get("spatial_shape")})
+    embeddings = [name for name, spec in fmt.get("outputs", {}).items() if spec.get("format") == "embedding"]
+    if embeddings and network:  # an encoder's width shrinks with the demo's (a projection head's may not): measured once
+        parser.update(network)
+        image = next(iter(fmt["inputs"].values()))
+        with torch.no_grad():
+            width = parser.get_parsed_content("network_def").eval()(torch.zeros(1, image["num_channels"], *image["spatial_shape"])).shape[1]
+        o.update({f"_meta_#network_data_format#outputs#{name}#num_channels": int(width) for name in embeddings})
+    return o
+
+
 def _overrides(bundle: Path, quick: bool, tmp: Path) -> dict:
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(_network_config(bundle)))
-    target = str(parser["network_def"].get("_target_", "")).split(".")[-1]
     o: dict = {"bundle_root": str(tmp / "bundle_root"), "device": "$torch.device('cpu')"}
     if "pretrained" in parser:  # the checks are structural: random weights, not a weights file the user has not placed yet
         o["pretrained"] = ""
     if quick:
-        o.update(QUICK_OVERRIDES.get(target, {}))
+        network = demo_network(bundle)
+        o.update({**network, **quick_metadata(bundle, network)})
     return o
 
 
@@ -200,11 +247,11 @@ def check_torchscript(bundle: Path, overrides: dict, tmp: Path, max_side: int | 
     cfg, meta_file = _network_config(bundle), bundle / "configs" / "metadata.json"
     parser = ConfigParser()
     parser.read_config(str(cfg))
+    parser.read_meta(str(meta_file))
     parser.update(overrides)
     net = parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), tmp / "model.pt")
-    meta = _load_json(meta_file)
-    image = next(iter(meta["network_data_format"]["inputs"].values()))
+    image = next(iter(parser["_meta_#network_data_format#inputs"].values()))  # with the overrides' shapes (--quick: the demo's)
     if type(net).__name__ in FIXED_INPUT_SIZE:
         max_side = None
     shape = [1, image["num_channels"], *[min(s, max_side or s) if isinstance(s, int) else 64 for s in image["spatial_shape"]]]
