@@ -19,6 +19,7 @@ EXPORTS = {
     "CheckSegmentationCased": "common.transforms.checks",
     "CT_WINDOWS": "common.transforms.windows",
     "CTWindowsd": "common.transforms.windows",
+    "WindowsAlongDepthd": "common.transforms.windows",
     "ImageReadError": "common.transforms.io",
     "LoadImageCheckedd": "common.transforms.io",
     "nnunet_ct_normalized": "common.transforms.nnunet_ct",

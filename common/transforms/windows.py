@@ -58,3 +58,20 @@ class CTWindowsd(MapTransform):
             low, high = self.low.view(shape).to(image.device), self.high.view(shape).to(image.device)
             d[key] = ((image.float() - low) / (high - low)).clamp(0.0, 1.0)  # broadcast (1, ...) -> (W, ...)
         return d
+
+
+class WindowsAlongDepthd(MapTransform):
+    """``(W, D, H, W')`` windows -> ``(1, W * D, H, W')``: the windows stacked along the first spatial axis.
+
+    CT-FM's SinoCT recipe (``evaluation/sinoct.yaml``: ``ConcatItemsd(..., dim: 1)``, ``in_channels: 1``)
+    puts the four windowed volumes one after another in depth, window 0's slices first, so the
+    pretrained single-channel stem is used as trained. Upstream gap: MONAI's ``ConcatItemsd`` joins
+    separate keys; this joins the channels of one key the same way.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            d[key] = image.reshape(1, image.shape[0] * image.shape[1], *image.shape[2:])  # channel-major = concatenation along dim 1
+        return d

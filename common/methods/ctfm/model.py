@@ -45,15 +45,22 @@ class ContrastiveModel(PooledEncoder):
     """Encoder + projection head for intra-sample SimCLR.
 
     ``forward(views)`` takes ``(B, 2, K, C, D, H, W)`` (two views of ``K`` crops of each of ``B`` scans,
-    :class:`common.methods.ctfm.IntraSampleViewsd`), runs all ``2BK`` views as one batch (so batch
-    normalisation sees every view) and returns a :class:`common.engines.MethodOutput` with the
+    :class:`common.methods.ctfm.IntraSampleViewsd`) and returns a :class:`common.engines.MethodOutput` with the
     projections ``view1`` and ``view2``, each ``(B, K, out)``, the input of :class:`common.methods.ctfm.NTXentLoss`. A plain batch ``(N, C, D, H, W)`` gives its
     projections ``(N, out)`` (what the bundle verifier and TorchScript export see).
+
+    ``bn_batches`` says what one batch-normalisation batch holds: ``"all_views"`` runs the ``2BK``
+    views as one batch; ``"per_view"`` runs each (view, crop) as its own batch of the ``B`` scans, as
+    the reference forwards each crop's view separately (``models/frameworks/utils.py``,
+    ``sequence_forward``), so the statistics never mix crops or views.
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module | None = None, bn_batches: str = "all_views") -> None:
         super().__init__(encoder)
+        if bn_batches not in ("all_views", "per_view"):
+            raise ValueError(f"bn_batches must be 'all_views' or 'per_view', got {bn_batches!r}")
         self.head = head if head is not None else ProjectionHead()
+        self.per_view = bn_batches == "per_view"
 
     def forward(self, views: torch.Tensor) -> Any:
         if views.dim() == 5:
@@ -66,7 +73,10 @@ class ContrastiveModel(PooledEncoder):
         if views.dim() != 7 or views.shape[1] != 2:
             raise ValueError(f"expected views of shape (B, 2, K, C, D, H, W), got {tuple(views.shape)}")
         b, _, k = views.shape[:3]
-        z = self.head(self.pool(views.flatten(0, 2)))  # (B*2*K, out)
+        if self.per_view:  # 2K forwards of B scans each (the reference's grouping), not one of 2BK
+            z = torch.stack([self.head(self.pool(views[:, v, c])) for v in range(2) for c in range(k)], dim=1)  # (B, 2K, out)
+        else:
+            z = self.head(self.pool(views.flatten(0, 2)))  # (B*2*K, out)
         z = z.view(b, 2, k, -1)
         return MethodOutput(view1=z[:, 0], view2=z[:, 1])
 

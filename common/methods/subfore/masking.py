@@ -5,7 +5,9 @@ A cubic ROI is cut into non-overlapping ``s^3`` subvolumes (default ``s = 16``, 
 threshold; only foreground subvolumes are candidates for masking, each masked with probability
 ``mask_ratio`` (Bernoulli, the default) or, as an option, exactly ``round(mask_ratio * n_foreground)``
 of them per sample. Background (air) subvolumes are never masked. A crop with no foreground at all
-falls back to masking among *all* its subvolumes with the same rule, and the fallback is counted.
+either falls back to masking among *all* its subvolumes with the same rule (``no_foreground="mask_all"``,
+the default: every crop trains the network) or is left unmasked (``"unmasked"``: the reference,
+``src/models/swin.py`` l. 171, whose loss is 0 when nothing is masked); such crops are counted.
 
 Everything is computed on the batch's device with batched tensor ops: no Python loop over samples.
 """
@@ -89,6 +91,8 @@ class SubvolumeForegroundMasker:
             with :func:`hu_to_intensity` so it does not depend on the intensity scaling.
         count: ``"bernoulli"`` (independent draw per subvolume) or ``"fixed"`` (exact count per sample).
         fill: what masked voxels are replaced with: ``"noise"`` (N(0, 1), default) or ``"zeros"``.
+        no_foreground: a crop without foreground subvolumes: ``"mask_all"`` (its subvolumes are all
+            candidates) or ``"unmasked"`` (nothing masked, as the reference).
 
     The masker keeps running counts (``num_samples``, ``num_fallback``, ``num_foreground``,
     ``num_masked``) so a handler can report how often the no-foreground fallback fired. They are
@@ -103,6 +107,7 @@ class SubvolumeForegroundMasker:
         threshold: float = 0.19,
         count: MaskCount = "bernoulli",
         fill: MaskFill = "noise",
+        no_foreground: str = "mask_all",
     ) -> None:
         if subvolume_size < 1:
             raise ValueError(f"subvolume_size must be >= 1, got {subvolume_size}")
@@ -112,6 +117,9 @@ class SubvolumeForegroundMasker:
             raise ValueError(f"count must be 'bernoulli' or 'fixed', got {count!r}")
         if fill not in ("noise", "zeros"):
             raise ValueError(f"fill must be 'noise' or 'zeros', got {fill!r}")
+        if no_foreground not in ("mask_all", "unmasked"):
+            raise ValueError(f"no_foreground must be 'mask_all' or 'unmasked', got {no_foreground!r}")
+        self.fallback_to_all = no_foreground == "mask_all"
         self.subvolume_size = int(subvolume_size)
         self.mask_ratio = float(mask_ratio)
         self.threshold = float(threshold)
@@ -129,7 +137,7 @@ class SubvolumeForegroundMasker:
 
     @property
     def num_fallback(self) -> int:
-        """Samples that had no foreground subvolume."""
+        """Samples that had no foreground subvolume (masked among all, or left unmasked: ``no_foreground``)."""
         return self._count(0)
 
     @property
@@ -144,7 +152,7 @@ class SubvolumeForegroundMasker:
 
     @property
     def fallback_rate(self) -> float:
-        """Fraction of samples so far that had no foreground subvolume (random masking used)."""
+        """Fraction of samples so far that had no foreground subvolume."""
         return self.num_fallback / max(self.num_samples, 1)
 
     @property
@@ -158,7 +166,7 @@ class SubvolumeForegroundMasker:
         b = foreground.shape[0]
         flat_fg = foreground.reshape(b, -1)
         fallback = ~flat_fg.any(dim=1)  # (B,)
-        candidates = flat_fg | fallback[:, None]
+        candidates = flat_fg | fallback[:, None] if self.fallback_to_all else flat_fg
         scores = torch.rand(flat_fg.shape, generator=generator, device=images.device)
         if self.count == "bernoulli":
             flat_mask = candidates & (scores < self.mask_ratio)
