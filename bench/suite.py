@@ -21,6 +21,7 @@ import datetime
 import json
 import operator
 import platform
+import os
 import subprocess
 import sys
 import time
@@ -255,7 +256,8 @@ def run_benchmark(b: Benchmark, quick: bool, device: str, timeout: int) -> tuple
     cmd = [sys.executable, str(BENCH / b.script), *b.args(quick, device), "--device", device]
     t = time.perf_counter()
     try:
-        out = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=timeout, check=False)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH.parent), os.environ.get("PYTHONPATH")]))}  # `common` from any cwd
+        out = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired as e:
         stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         try:  # a benchmark that reports as it goes (training_speed) keeps what it measured

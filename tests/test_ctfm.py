@@ -304,7 +304,7 @@ def test_retrieval_patch_count_for_an_overlap(overlap, per_axis):
 
 
 def test_freeze_encoder_trains_the_head_only():
-    """The reference's SinoCT run freezes the trunk (LighterFreezer): one optimiser step moves the head only."""
+    """``freeze_encoder`` (the reference's LighterFreezer without the scripts' ``until_epoch=0``): one optimiser step moves the head only."""
     from monai.bundle import ConfigParser
 
     from common.networks import freeze
@@ -312,11 +312,11 @@ def test_freeze_encoder_trains_the_head_only():
     configs = Path(__file__).resolve().parent.parent / "bundles" / "ctfm_classification" / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json"), str(configs / "sinoct.json")])
-    parser.update({"init_filters": 8, "device": "$torch.device('cpu')"})
+    parser.update({"init_filters": 8, "device": "$torch.device('cpu')", "freeze_encoder": True})
     network, optimizer = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
     before = {n: p.detach().clone() for n, p in network.named_parameters()}
     torch.manual_seed(0)
-    loss = network(torch.rand(2, 4, 16, 32, 32)).sum()
+    loss = network(torch.rand(2, 1, 4 * 16, 32, 32)).sum()  # sinoct.json: the windows stacked in depth, one channel
     loss.backward()
     optimizer.step()
     moved = {n for n, p in network.named_parameters() if not torch.equal(p, before[n])}

@@ -9,8 +9,10 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 from monai.networks.nets import DynUNet, SegResNetDS, SwinUNETR
 from conftest import REPO
 
@@ -45,6 +47,29 @@ def test_bootstrap_interval_brackets_the_mean_and_collapses_on_constant_values()
     assert c["low"] == pytest.approx(0.3) and c["high"] == pytest.approx(0.3)
     one = stats.bootstrap_interval([0.7])  # a single case has no spread to resample
     assert one["mean"] == pytest.approx(0.7) and math.isnan(one["low"]) and math.isnan(one["high"]) and one["n"] == 1
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_detectable_difference_is_resolved_eight_times_in_ten_and_zero_rarely(n):
+    # two arms per seed, independent, spread sigma: the paired t interval of the differences should
+    # exclude 0 about 80% of the time at the detectable difference and about 5% at no difference
+    sigma = 0.05
+    z = np.random.default_rng(1).standard_normal(n)
+    baseline = list(0.6 + sigma * (z - z.mean()) / z.std(ddof=1))  # sample spread exactly sigma
+    delta = stats.detectable_difference(baseline)
+    rng = np.random.default_rng(0)
+    t = float(scipy_stats.t.ppf(0.975, n - 1))
+    for true, lo, hi in ((delta, 0.74, 0.86), (0.0, 0.02, 0.08)):
+        d = true + sigma * (rng.standard_normal((4000, n)) - rng.standard_normal((4000, n)))
+        half = t * d.std(axis=1, ddof=1) / math.sqrt(n)
+        resolved = np.mean(np.abs(d.mean(axis=1)) > half)
+        assert lo < resolved < hi, (true, resolved)
+    assert math.isnan(stats.detectable_difference([0.5]))
+    noisy = [0.3, -0.3, 0.2, -0.2, 0.0][:n] + [0.0] * (n - 5)  # an arm noisier than the baseline widens what is detectable
+    assert stats.detectable_difference(baseline, differences=noisy) > delta
+    assert stats.verdict({"low": 0.01, "high": 0.2}, delta) == "resolved (+)"
+    assert stats.verdict({"low": -0.2, "high": -0.01}, delta) == "resolved (-)"
+    assert stats.verdict({"low": -0.05, "high": 0.1}, 0.123) == "not resolved: under 0.123 not detectable here"
 
 
 def test_point_features_equal_the_upsampled_features():

@@ -52,13 +52,17 @@ def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -
         if base and base != encoder and (comparison, kind, base, fraction) in groups:
             base_by_seed = {int(r["seed"]): float(r["value"]) for r in groups[(comparison, kind, base, fraction)]}
             diff = stats.paired_difference(by_seed, base_by_seed)
-            row |= {"vs": base, "diff": diff["mean"], "diff_low": diff["low"], "diff_high": diff["high"]}
+            shared = sorted(set(by_seed) & set(base_by_seed))
+            detectable = stats.detectable_difference([base_by_seed[s] for s in shared], n=diff["n"],
+                                                     differences=[by_seed[s] - base_by_seed[s] for s in shared])
+            row |= {"vs": base, "diff": diff["mean"], "diff_low": diff["low"], "diff_high": diff["high"], "detectable": detectable,
+                    "verdict": stats.verdict(diff, detectable)}
         out.append(row)
     return out
 
 
 SUMMARY_FIELDS = ["comparison", "kind", "encoder", "fraction", "seeds", "mean", "seed_low", "seed_high", "cases", "case_low", "case_high",
-                  "vs", "diff", "diff_low", "diff_high"]
+                  "vs", "diff", "diff_low", "diff_high", "detectable", "verdict"]
 
 
 def _fmt(value: Any) -> str:
@@ -75,17 +79,22 @@ def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) 
              "percentile bootstrap over the held-out cases (each case averaged over seeds); the paired difference is taken per seed "
              "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
              "held-out cases (not the best validation epoch, which would be chosen on those same cases). Probes: a linear voxel probe "
-             "(Dice) and a k-NN patch probe (balanced accuracy) on the frozen encoder; `raw_intensity` is the floor.", "",
+             "(Dice) and a k-NN patch probe (balanced accuracy) on the frozen encoder; `raw_intensity` is the floor. "
+             "A difference is resolved when its interval excludes 0; otherwise the card gives the smallest difference this protocol "
+             "would resolve 8 times in 10 ((t_0.975 + t_0.8) x s / sqrt(seeds), s the larger of sqrt(2) x the baseline's spread over "
+             "seeds and the observed differences' spread), so a null "
+             "result reads as \"not detectable at this size\" below that figure, not as \"no effect\".", "",
              *([protocol["real_check"].get("description", ""), ""] if protocol.get("real_check") else []),
              "| comparison | like for like? |", "|---|---|",
              *[f"| {c['name']} | {c.get('like_for_like', 'not stated')} |" for c in protocol.get("comparisons", [])], "",
-             "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) | resolved? |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         seed_ci = f"[{_fmt(r.get('seed_low'))}, {_fmt(r.get('seed_high'))}]"
         case_ci = f"[{_fmt(r['case_low'])}, {_fmt(r['case_high'])}]" if not math.isnan(r.get("case_low", math.nan)) else "—"
         diff = f"{r['diff']:+.3f} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}] vs {r['vs']}" if "diff" in r else "—"
-        lines.append(f"| {r['comparison']} | {r['kind']} | {r['encoder']} | {r['fraction']:g} | {r['seeds']} | {_fmt(r['mean'])} | {seed_ci} | {case_ci} | {diff} |")
+        lines.append(f"| {r['comparison']} | {r['kind']} | {r['encoder']} | {r['fraction']:g} | {r['seeds']} | {_fmt(r['mean'])} | {seed_ci} | {case_ci} | {diff} "
+                     f"| {r.get('verdict', '—')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,3 +155,20 @@ def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[
     atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance}, indent=1))
     plot(summary, card)
     return card
+
+
+def rewrite_card(card: str | Path) -> Path:
+    """Write a finished card again from its own ``runs.csv`` and ``protocol.json`` (no run is repeated),
+    e.g. after the card's format changed: ``python -m common.experiments.card bench/results/evidence_small``."""
+    card = Path(card)
+    with open(card / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    record = json.loads((card / "protocol.json").read_text())
+    protocol = record["protocol"]
+    return write_card(card, rows, protocol, record.get("encoders", {}), {c["name"]: c["baseline"] for c in protocol.get("comparisons", [])})
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(rewrite_card)
