@@ -182,6 +182,13 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     protocol = json.loads((REPO / "common/experiments/protocols/micro.json").read_text())
     protocol["fractions"] = [0.5]  # 3 training phantoms -> 2 per run: the split is a real draw
     protocol["comparisons"][0]["overrides"]["phantom_dir"] = str(tmp_path / "phantoms")
+    protocol["pretraining_seeds"] = [0, 1]  # each fine-tuning seed starts from its own pretraining run
+    protocol["learning_curve"] = True
+    spleen = REPO.parent / "shared" / "data" / "msd_spleen_crop"
+    if spleen.is_dir():  # a manually labelled real case: the spleen (value 1, BTCV's spleen too), scored alone
+        protocol["real_checks"] = [{"name": "manual_spleen", "description": "MSD Task09, manual spleen label",
+                                    "cases": [{"image": str(spleen / "sub-spleen2_ct.nii.gz"), "label": str(spleen / "sub-spleen2_ct_seg-manual.nii.gz")}],
+                                    "label_map": {"label_values_in": [1], "label_values_out": [1]}}]
     real = REPO.parent / "shared" / "data" / "ts_ct_full"
     if real.is_dir():  # the held-out real-CT check, as the small protocol has it
         protocol["real_check"] = {"cases": [{"image": str(real / "example_ct.nii.gz"), "label": str(real / "example_seg_fast_force_split.nii.gz")}],
@@ -213,6 +220,26 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
                                  .read_text())["data"]["cases_sha256"] for e in ("scratch", "ctfm")}
         assert len(set(digests.values())) == 1, digests
     assert (card / "finetune.png").stat().st_size > 0 and (card / "probes.png").stat().st_size > 0
+    # two pretraining runs of their own seeds; fine-tuning seed i (i-th of the list) started from run i mod 2
+    weights = [tmp_path / "out" / "pretraining" / "ctfm" / f"seed_{p}" / "models" / "encoder.pt" for p in (0, 1)]
+    assert all(w.is_file() for w in weights) and weights[0].read_bytes() != weights[1].read_bytes()
+    record = json.loads((card / "protocol.json").read_text())["encoders"]["ctfm_segresnetds"]["ctfm"]
+    assert record["weights_by_seed"] == {"0": str(weights[0]), "1": str(weights[1])}
+    assert {r["seed"]: r["source"] for r in runs if r["encoder"] == "ctfm" and r["kind"].startswith("finetune")} == \
+        {"0": str(weights[0]), "1": str(weights[1])}
+    # the baseline's learning curve: one point per validation of every scratch run, at iteration epoch x epoch_length
+    curve = list(csv.DictReader(open(card / "learning_curve.csv")))
+    epoch_length = protocol["comparisons"][0]["finetune_overrides"].get("epoch_length", protocol["comparisons"][0]["overrides"].get("epoch_length"))
+    assert {(r["encoder"], r["seed"]) for r in curve} == {("scratch", "0"), ("scratch", "1")}
+    assert all(int(r["iteration"]) % int(epoch_length) == 0 and 0 <= float(r["value"]) <= 1 for r in curve)
+    assert (card / "learning_curve.png").stat().st_size > 0 and "learning_curve.png" in (card / "README.md").read_text()
+    assert all(row["verdict"] for row in summary if row["vs"])
+    if "real_checks" in protocol:
+        spleen_rows = [r for r in runs if r["kind"].startswith("real_manual_spleen_")]
+        assert {(r["encoder"], r["seed"]) for r in spleen_rows} == {(e, s) for e in ("raw_intensity", "scratch", "ctfm") for s in ("0", "1")}
+        items, label_map = evidence.real_check_items(protocol["real_checks"][0])
+        [(_, image, label)] = labelled_items(bundle_parser("ctfm_segmentation", ["demo.json"], {**protocol["comparisons"][0]["overrides"], **label_map}), items)
+        assert set(torch.unique(label).tolist()) == {0, 1} and (label == 1).sum() > 100  # the spleen alone: the Dice is the spleen's
     if "real_check" in protocol:  # the same probes (same training cases) scored on the one real scan
         real_rows = [r for r in runs if r["kind"].startswith("real_ct_")]
         assert {(r["encoder"], r["seed"]) for r in real_rows} == {(e, s) for e in ("raw_intensity", "scratch", "ctfm") for s in ("0", "1")}
@@ -220,7 +247,7 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
         for seed in (0, 1):
             assert json.loads((probe_dir / f"real_ctfm_seed{seed}.json").read_text())["train_cases"] == \
                 json.loads((probe_dir / f"ctfm_seed{seed}.json").read_text())["train_cases"]
-        items, label_map = evidence.real_check_items(protocol)
+        items, label_map = evidence.real_check_items(protocol["real_check"])
         parser = bundle_parser("ctfm_segmentation", ["demo.json"], {**protocol["comparisons"][0]["overrides"], **label_map})
         [(_, image, label)] = labelled_items(parser, items)
         assert set(torch.unique(label).tolist()) <= set(range(14)) and (label == 6).sum() > 100  # BTCV numbering: liver is 6

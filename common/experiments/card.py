@@ -85,6 +85,10 @@ def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) 
              "seeds and the observed differences' spread), so a null "
              "result reads as \"not detectable at this size\" below that figure, not as \"no effect\".", "",
              *([protocol["real_check"].get("description", ""), ""] if protocol.get("real_check") else []),
+             *[line for c in protocol.get("real_checks", []) for line in (f"`real_{c['name']}_*` rows: {c.get('description', '')}", "")],
+             *([f"Pretraining seeds {protocol['pretraining_seeds']}: fine-tuning seed number i starts from pretraining run i mod "
+                f"{len(protocol['pretraining_seeds'])}, so each seed is a whole replicate (pretraining, split, fine-tuning) and the "
+                "intervals over seeds include the pretraining's own variance.", ""] if len(protocol.get("pretraining_seeds", [])) > 1 else []),
              "| comparison | like for like? |", "|---|---|",
              *[f"| {c['name']} | {c.get('like_for_like', 'not stated')} |" for c in protocol.get("comparisons", [])], "",
              "| comparison | measure | encoder | labelled fraction | seeds | mean | 95% over seeds | 95% over cases | paired difference to baseline (95%) | resolved? |",
@@ -146,12 +150,53 @@ def plot(summary: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
     return written
 
 
+CURVE_FIELDS = ["comparison", "encoder", "fraction", "seed", "iteration", "value"]
+
+
+def plot_learning_curves(curves: Sequence[Mapping[str, Any]], out: Path) -> Path:
+    """``learning_curve.png``: the baseline's validation metric against fine-tuning iterations, mean over
+    seeds (min-max shaded), one line per labelled fraction, one panel per comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comparisons = list(dict.fromkeys(c["comparison"] for c in curves))
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(4.2 * len(comparisons), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], comparisons):
+        rs = [c for c in curves if c["comparison"] == name]
+        for fraction in sorted({float(c["fraction"]) for c in rs}):
+            by_it: dict[int, list[float]] = {}
+            for c in rs:
+                if float(c["fraction"]) == fraction:
+                    by_it.setdefault(int(c["iteration"]), []).append(float(c["value"]))
+            its = sorted(by_it)
+            ax.plot(its, [sum(by_it[i]) / len(by_it[i]) for i in its], marker=".", label=f"{100 * fraction:g}% labelled")
+            ax.fill_between(its, [min(by_it[i]) for i in its], [max(by_it[i]) for i in its], alpha=0.2)
+        ax.set_title(f"{name}: {rs[0]['encoder']}", fontsize=8)
+        ax.set_xlabel("fine-tuning iteration")
+        ax.set_ylabel("validation mean Dice")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
 def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
-               baselines: Mapping[str, str]) -> Path:
-    """Write the card's summary, Markdown, protocol record and plots into ``card`` (``runs.csv`` is the runner's)."""
+               baselines: Mapping[str, str], curves: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Write the card's summary, Markdown, protocol record and plots into ``card`` (``runs.csv`` is the runner's;
+    ``curves``: the baselines' learning curves, :func:`common.experiments.evidence.learning_curves`)."""
     summary = summarize(rows, baselines)
     atomic_write_text(card / "summary.csv", csv_text(summary, SUMMARY_FIELDS))
-    atomic_write_text(card / "README.md", markdown(summary, protocol))
+    if curves:
+        atomic_write_text(card / "learning_curve.csv", csv_text(curves, CURVE_FIELDS))
+        plot_learning_curves(curves, card)
+    atomic_write_text(card / "README.md", markdown(summary, protocol) + (
+        "\n![learning curve](learning_curve.png)\n\nThe baseline's validation mean Dice during fine-tuning (`learning_curve.csv`): "
+        "the fine-tuning length was chosen where this curve flattens with all labels.\n" if curves else ""))
     atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance}, indent=1))
     plot(summary, card)
     return card
@@ -163,9 +208,14 @@ def rewrite_card(card: str | Path) -> Path:
     card = Path(card)
     with open(card / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    curves = []
+    if (card / "learning_curve.csv").is_file():
+        with open(card / "learning_curve.csv", newline="") as f:
+            curves = list(csv.DictReader(f))
     record = json.loads((card / "protocol.json").read_text())
     protocol = record["protocol"]
-    return write_card(card, rows, protocol, record.get("encoders", {}), {c["name"]: c["baseline"] for c in protocol.get("comparisons", [])})
+    return write_card(card, rows, protocol, record.get("encoders", {}), {c["name"]: c["baseline"] for c in protocol.get("comparisons", [])},
+                      curves)
 
 
 if __name__ == "__main__":

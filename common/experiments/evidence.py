@@ -85,10 +85,12 @@ def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     return path
 
 
-def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Path, in_process: bool = False) -> Path:
-    """Run one pretraining bundle (reused when its weights exist); return the weights file."""
-    run_dir = out / "pretraining" / name
+def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Path, in_process: bool = False, seed: int | None = None) -> Path:
+    """Run one pretraining bundle (reused when its weights exist); return the weights file. ``seed``: the
+    pretraining's own seed (``pretraining/<name>/seed_<seed>``); ``None`` keeps the bundle's."""
+    run_dir = out / "pretraining" / name / ("" if seed is None else f"seed_{seed}")
     weights = run_dir / "models" / spec.get("weights", "encoder.pt")
+    spec = {**spec, "overrides": {**spec.get("overrides", {}), **({} if seed is None else {"seed": int(seed)})}}
     same_spec(run_dir, {"pretraining": dict(spec), "datalist": json.loads(datalist.read_text())})
     if weights.is_file():
         logger.info(f"pretraining {name}: finished earlier, reusing {weights}")
@@ -99,15 +101,18 @@ def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Pat
     return weights
 
 
-def resolve_encoder(value: str | None, pretrained: Mapping[str, Path]) -> str:
-    """``None`` (scratch), ``"pretraining:<name>"`` (a protocol pretraining) or a weights path."""
+def resolve_encoder(value: str | None, pretrained: Mapping[str, Sequence[Path]], seeds: Sequence[int]) -> dict[int, str]:
+    """The weights each fine-tuning seed starts from: ``None`` (scratch: ``""``), ``"pretraining:<name>"``
+    (a protocol pretraining; with several pretraining seeds, fine-tuning seed number ``i`` takes
+    pretraining run ``i mod P``, so every seed is a whole replicate, pretraining included) or a weights path."""
     if not value:
-        return ""
+        return {s: "" for s in seeds}
     if value.startswith(PRETRAINED_PREFIX):
-        return str(pretrained[value[len(PRETRAINED_PREFIX):]])
+        runs = pretrained[value[len(PRETRAINED_PREFIX):]]
+        return {s: str(runs[i % len(runs)]) for i, s in enumerate(seeds)}
     if not Path(value).is_file():
         raise FileNotFoundError(f"encoder weights {value} not found")
-    return str(Path(value).resolve())
+    return {s: str(Path(value).resolve()) for s in seeds}
 
 
 def weights_record(weights: str) -> dict[str, Any] | None:
@@ -146,13 +151,13 @@ def _probe_encoder(net: torch.nn.Module, train_cases: Sequence, tests: Mapping[s
     return results
 
 
-def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
+def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[int, str], dict]], protocol: Mapping[str, Any], out: Path) -> list[dict]:
     """Linear and k-NN probes for each encoder (and the raw-intensity floor) and seed, trained on the
-    labelled split and scored on the held-out cases and, when the protocol has a ``real_check``, on its
-    real scans (kinds prefixed ``real_ct_``; the same trained probe, scored on both). Cached per run and
-    test set; the split is shared by every encoder of a seed."""
+    labelled split and scored on the held-out cases and on each real check's scans (:func:`real_checks`:
+    kinds prefixed ``real_ct_``, ``real_<name>_``; the same trained probe, scored on every set). Cached
+    per run and test set; the split is shared by every encoder of a seed."""
     p = protocol.get("probe", {})
-    real_items, label_map = real_check_items(protocol)
+    checks = real_checks(protocol)
     probe_spec = {k: v for k, v in comparison.items() if k not in ("encoders", "finetune_overrides", "like_for_like", "baseline")}
     rows = []
     for seed in protocol["seeds"]:
@@ -164,18 +169,23 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, 
 
         def load(key: str) -> list:
             if key not in cases:
-                cases[key] = (labelled_items(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **label_map}), real_items)
-                              if key == "real" else labelled_cases(parser, key))
+                if key in checks:  # a real check: its scans with its label map
+                    items, label_map = checks[key]
+                    cases[key] = labelled_items(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **label_map}), items)
+                else:
+                    cases[key] = labelled_cases(parser, key)
             return cases[key]
 
-        tests = {"": ("validate#files", {}), "real_ct_": ("real", {"real_check": {"cases": real_items, **label_map}})} if real_items else \
-            {"": ("validate#files", {})}
-        for encoder, (weights, variant) in {"raw_intensity": ("", {}), **encoders}.items():
+        tests = {"": ("validate#files", {}),
+                 **{prefix: (prefix, {"real_check": {"cases": items, **label_map}}) for prefix, (items, label_map) in checks.items()}}
+        for encoder, (weights_by_seed, variant) in {"raw_intensity": ({seed: ""}, {}), **encoders}.items():
+            weights = weights_by_seed[seed]
             caches, results = {}, {}
             for prefix, (_, extra_spec) in tests.items():
-                name = f"{prefix and 'real_'}{encoder}"
+                name = f"{'real_' if prefix == 'real_ct_' else prefix}{encoder}"  # real_ct_: the first check's names, kept
                 caches[prefix] = out / "probes" / comparison["name"] / f"{name}_seed{seed}.json"
-                same_spec(caches[prefix].parent / name, {"comparison": probe_spec, "probe": p, "weights": weights, "variant": variant, **extra_spec})
+                weights_spec = weights if len(set(weights_by_seed.values())) <= 1 else {str(k): v for k, v in sorted(weights_by_seed.items())}
+                same_spec(caches[prefix].parent / name, {"comparison": probe_spec, "probe": p, "weights": weights_spec, "variant": variant, **extra_spec})
                 if caches[prefix].is_file():
                     results[prefix] = json.loads(caches[prefix].read_text())
             missing = [prefix for prefix in tests if prefix not in results]
@@ -199,11 +209,20 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, 
     return rows
 
 
-def real_check_items(protocol: Mapping[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """The protocol's ``real_check`` cases that exist here (absolute paths) and the label-map overrides
-    (``label_values_in``/``label_values_out`` read from its ``label_map`` config file); ``([], {})``
-    without a ``real_check`` or when none of its scans is here (a warning names the missing ones)."""
-    spec = protocol.get("real_check")
+def real_checks(protocol: Mapping[str, Any]) -> dict[str, tuple[list[dict[str, str]], dict[str, Any]]]:
+    """``{kind prefix: (cases, label-map overrides)}`` for the protocol's real checks whose scans are here:
+    ``real_check`` (prefix ``real_ct_``) and each entry of ``real_checks`` (``{"name": ..., ...}``, prefix
+    ``real_<name>_``), as :func:`real_check_items` reads them."""
+    specs = ([("real_ct_", protocol["real_check"])] if protocol.get("real_check") else []) + \
+        [(f"real_{c['name']}_", c) for c in protocol.get("real_checks", [])]
+    found = {prefix: real_check_items(spec) for prefix, spec in specs}
+    return {prefix: v for prefix, v in found.items() if v[0]}
+
+
+def real_check_items(spec: Mapping[str, Any] | None) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """A real check's cases that exist here (absolute paths) and its label-map overrides
+    (``label_values_in``/``label_values_out``, from the ``label_map`` config file or given inline as a
+    mapping); ``([], {})`` without a check or when none of its scans is here (a warning names the missing ones)."""
     if not spec:
         return [], {}
     present = [c for c in spec["cases"] if Path(c["image"]).is_file() and Path(c["label"]).is_file()]
@@ -212,19 +231,20 @@ def real_check_items(protocol: Mapping[str, Any]) -> tuple[list[dict[str, str]],
                        f"{[c['image'] for c in spec['cases'] if c not in present]}")
     overrides = {}
     if spec.get("label_map"):
-        mapping = json.loads(Path(spec["label_map"]).read_text())
+        mapping = spec["label_map"] if isinstance(spec["label_map"], Mapping) else json.loads(Path(spec["label_map"]).read_text())
         overrides = {k: mapping[k] for k in ("label_values_in", "label_values_out")}
     return [{k: str(Path(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
-def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[str, dict]], protocol: Mapping[str, Any], out: Path,
+def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[int, str], dict]], protocol: Mapping[str, Any], out: Path,
                   in_process: bool = False) -> list[dict]:
     """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
     bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
     rows = []
-    for encoder, (weights, variant) in encoders.items():
+    for encoder, (weights_by_seed, variant) in encoders.items():
         for fraction in protocol["fractions"]:
             for seed in protocol["seeds"]:
+                weights = weights_by_seed[seed]
                 run_dir = out / "finetune" / comparison["name"] / encoder / f"fraction_{fraction:g}" / f"seed_{seed}"
                 overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **variant}
                 same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []), "overrides": overrides,
@@ -237,6 +257,34 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[st
                 rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                              "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
                              "best_value": best["value"], "source": weights or "random initialisation"})
+    return rows
+
+
+def validation_curve(run_dir: Path, metric: str, epoch_length: int) -> list[tuple[int, float]]:
+    """``[(iteration, value)]`` of ``metric`` at each validation of a finished run, read from its
+    TensorBoard events (``eval/tensorboard``, logged per epoch by the bundle's validation handler)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted((run_dir / "eval" / "tensorboard").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if metric in acc.Tags().get("scalars", []):
+            points.update({int(e.step) * int(epoch_length): float(e.value) for e in acc.Scalars(metric)})
+    return sorted(points.items())
+
+
+def learning_curves(comparison: Mapping[str, Any], protocol: Mapping[str, Any], out: Path, metric: str) -> list[dict]:
+    """The baseline arm's validation curve (every fraction and seed) of a comparison whose runs are finished:
+    what the protocol's fine-tuning length was chosen from, shown in the card."""
+    overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {})}
+    epoch_length = int(overrides.get("epoch_length", 1))
+    rows = []
+    for fraction in protocol["fractions"]:
+        for seed in protocol["seeds"]:
+            run_dir = out / "finetune" / comparison["name"] / comparison["baseline"] / f"fraction_{fraction:g}" / f"seed_{seed}"
+            rows += [{"comparison": comparison["name"], "encoder": comparison["baseline"], "fraction": fraction, "seed": seed,
+                      "iteration": it, "value": v} for it, v in validation_curve(run_dir, metric, epoch_length)]
     return rows
 
 
@@ -277,25 +325,34 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         raise ValueError(f"--only names no comparison of {protocol}: {sorted(unknown)}; its comparisons: {[c['name'] for c in spec['comparisons']]}")
     needed = {v[len(PRETRAINED_PREFIX):] for c in comparisons for v in (e.get("weights") for e in c["encoders"].values())
               if v and v.startswith(PRETRAINED_PREFIX)}
-    pretrained: dict[str, Path] = {}
-    bar = progress_bar(len(needed) + len(comparisons), "evidence", unit="stage")
+    pretrained: dict[str, list[Path]] = {}
+    pretraining_seeds = list(spec.get("pretraining_seeds", [None]))
+    bar = progress_bar(len(needed) * len(pretraining_seeds) + len(comparisons), "evidence", unit="stage")
     if needed:
         datalist = pretraining_datalist(spec, out)
         for name in sorted(needed):
-            pretrained[name] = run_pretraining(name, spec["pretraining"][name], datalist, out, in_process)
-            bar.update(1)
+            for p_seed in pretraining_seeds:
+                pretrained.setdefault(name, []).append(run_pretraining(name, spec["pretraining"][name], datalist, out, in_process, p_seed))
+                bar.update(1)
     rows: list[dict] = []
+    curves: list[dict] = []
     provenance = {}
     for comparison in comparisons:
-        encoders = {e: (resolve_encoder(v.get("weights"), pretrained), dict(v.get("overrides", {}))) for e, v in comparison["encoders"].items()}
-        provenance[comparison["name"]] = {e: {"weights": w, "overrides": o, "record": weights_record(w)} for e, (w, o) in encoders.items()}
+        encoders = {e: (resolve_encoder(v.get("weights"), pretrained, spec["seeds"]), dict(v.get("overrides", {})))
+                    for e, v in comparison["encoders"].items()}
+        provenance[comparison["name"]] = {e: {"weights": w[spec["seeds"][0]], "overrides": o, "record": weights_record(w[spec["seeds"][0]]),
+                                              **({"weights_by_seed": w} if len(set(w.values())) > 1 else {})}
+                                          for e, (w, o) in encoders.items()}
         if comparison.get("probes", True):
             rows += probe_runs(comparison, encoders, spec, out)
-        rows += finetune_runs(comparison, encoders, spec, out, in_process)
+        finetuned = finetune_runs(comparison, encoders, spec, out, in_process)
+        rows += finetuned
+        if spec.get("learning_curve") and finetuned:
+            curves += learning_curves(comparison, spec, out, finetuned[0]["kind"][len("finetune_final_"):])
         atomic_write_text(card / "runs.csv", csv_text(rows, RUN_FIELDS))
         bar.update(1)
     bar.close()
-    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons})
+    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves)
     logger.info(f"Wrote the card to {card}")
     return str(card)
 
