@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -195,8 +197,10 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
                                   "label_map": str(REPO / "bundles/btcv_finetune/configs/totalsegmentator_to_btcv.json")}
     path = tmp_path / "micro.json"
     path.write_text(json.dumps(protocol))
-    card = Path(evidence.main(str(path), output_dir=str(tmp_path / "out")))
+    card = Path(evidence.main(str(path), output_dir=str(tmp_path / "out"), parallel=2))  # two subprocesses of one thread each
     runs = list(csv.DictReader(open(card / "runs.csv")))
+    logs = sorted((tmp_path / "out").glob("*/*/**/train.log"))
+    assert len(logs) == 6 and all(log.read_text().startswith("OMP_NUM_THREADS=1\n") for log in logs), logs  # 2 pretrainings, 4 fine-tunes
     summary = list(csv.DictReader(open(card / "summary.csv")))
     assert {r["encoder"] for r in runs} == {"raw_intensity", "scratch", "ctfm"}
     for row in summary:  # each interval and paired difference from the CSV, by hand
@@ -296,3 +300,39 @@ def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.35, per_case
     curve = evidence.validation_curve(run_dir, best["metric"], overrides["epoch_length"])
     assert [it for it, _ in curve] == list(range(25, 151, 25)) and curve[-1][1] > curve[0][1] + 0.2  # it learned along the way
+
+
+def test_execution_runs_jobs_side_by_side_in_order_and_stops_queueing_after_a_failure():
+    import threading
+    import time
+
+    assert evidence.Execution.choose(None, 1) == evidence.Execution(in_process=True)
+    assert evidence.Execution.choose(False, 1) == evidence.Execution(in_process=False)
+    two = evidence.Execution.choose(None, 2)
+    assert (two.in_process, two.parallel, two.threads) == (False, 2, max(1, len(os.sched_getaffinity(0)) // 2))
+    with pytest.raises(ValueError, match="drop one of them"):
+        evidence.Execution.choose(True, 2)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def job(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 * (3 - i % 3))  # later jobs finish first: results must still come in order
+        with lock:
+            running[0] -= 1
+        return i
+
+    assert two.map([partial(job, i) for i in range(6)]) == list(range(6)) and peak[0] == 2
+    started = []
+
+    def failing(i):
+        started.append(i)
+        time.sleep(0.05)
+        if i == 0:
+            raise RuntimeError("run 0 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="run 0 failed"):
+        two.map([partial(failing, i) for i in range(8)])
+    assert len(started) < 8, started  # the queued runs were cancelled

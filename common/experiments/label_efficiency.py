@@ -47,14 +47,17 @@ def bundle_config_files(bundle: str | os.PathLike, configs: Sequence[str] = ()) 
     return bundle_dir, files
 
 
-def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path, in_process: bool = False) -> None:
+def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path, in_process: bool = False, threads: int | None = None) -> None:
     """``python -m monai.bundle run`` of ``files`` with ``--key value`` ``args``, logging to ``log_file``;
     raise with the log's tail unless it succeeds and writes ``expect``.
 
     ``in_process``: run it in this process (:func:`run_bundle_in_process`), saving the interpreter and
     import start-up (about 7 s a run on 2 CPU cores) that a sweep of many short runs pays each time;
-    otherwise in a subprocess, which isolates a crash.
+    otherwise in a subprocess, which isolates a crash. ``threads``: the subprocess's CPU threads
+    (``OMP_NUM_THREADS``), for several runs side by side; in process it cannot be set per run.
     """
+    if in_process and threads is not None:
+        raise ValueError("threads applies to subprocess runs: a run in this process uses this process's threads")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     logger.info(f"Running {files[0]} into {args.get('run_dir')} ({'in process' if in_process else 'subprocess'}; log: {log_file})")
     if in_process:
@@ -67,8 +70,12 @@ def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", json.dumps([str(f) for f in files])]
         for k, v in args.items():
             cmd += [f"--{k}", format_override(v)]
+        env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         with open(log_file, "a") as log:
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+            if threads is not None:
+                log.write(f"OMP_NUM_THREADS={threads}\n")
+                log.flush()
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0 or not expect.is_file():
         tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
         raise RuntimeError(f"run {args.get('run_dir')} failed ({'exit code ' if isinstance(code, int) else ''}{code}, "
@@ -127,9 +134,10 @@ def _own_handler_loggers() -> list[logging.Logger]:
 
 def run_one(
     bundle_dir: Path, configs: Sequence[str], run_dir: Path, fraction: float, seed: int, pretrained: str, overrides: Mapping, log_file: Path,
-    in_process: bool = False,
+    in_process: bool = False, threads: int | None = None,
 ) -> dict:
-    """Train one configuration (or reuse its finished result); return its ``best_metric.json``."""
+    """Train one configuration (or reuse its finished result); return its ``best_metric.json``.
+    ``in_process``, ``threads``: as :func:`run_bundle`."""
     result = run_dir / "models" / "best_metric.json"
     if result.is_file():
         logger.info(f"{run_dir}: finished earlier, reusing its result")
@@ -144,7 +152,7 @@ def run_one(
         "pretrained": pretrained,
         **overrides,
     }
-    run_bundle(files, args, log_file, result, in_process)
+    run_bundle(files, args, log_file, result, in_process, threads)
     return json.loads(result.read_text())
 
 
