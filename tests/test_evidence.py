@@ -282,24 +282,27 @@ def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol)
                 assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
 
 
-@pytest.mark.slow  # ~100 s: one shortened fine-tune at the medium protocol's size
+@pytest.mark.slow  # ~110 s: the first half of one fine-tune at the medium protocol's size
 def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
-    """The medium protocol is only informative if scratch learns: its SwinUNETR arm, run for 150 of its 200
-    steps (measured 2026-12-05: 0.44 mean Dice at the end, 0.14 after 25 steps; the full run's curve reaches
-    0.72), must pass 0.35 on the held-out phantoms with every labelled case; a network that has not learned
-    the five organs scores under 0.15 here."""
+    """The medium protocol is only informative if scratch learns: its SwinUNETR arm with every labelled case,
+    stopped at step 150 of its 300 (the schedule still planned for 300: the learning curve's early point),
+    must pass 0.45 mean Dice on the held-out phantoms (measured 2026-12-05 in the protocol's run, seed 0:
+    0.24 after 50 steps, when mostly the liver is found, 0.49 at 100, 0.62 at 150 and 0.84 at 300)."""
     from common.experiments import label_efficiency
 
     protocol = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())
     comparison = next(c for c in protocol["comparisons"] if c["name"] == "subfore_swinunetr")
-    overrides = {**comparison["overrides"], **comparison["finetune_overrides"], "num_steps": 150, "phantom_dir": str(tmp_path / "phantoms")}
+    overrides = {**comparison["overrides"], **comparison["finetune_overrides"], "phantom_dir": str(tmp_path / "phantoms")}
+    planned = overrides["num_steps"]
+    overrides.update({"num_steps": planned // 2, "lr_scheduler#t_total": planned})
     bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
     run_dir = tmp_path / "scratch"
     best = label_efficiency.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, 0, "", overrides, run_dir / "train.log", in_process=True)
     per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
-    assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.35, per_case
+    assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.45, per_case
     curve = evidence.validation_curve(run_dir, best["metric"], overrides["epoch_length"])
-    assert [it for it, _ in curve] == list(range(25, 151, 25)) and curve[-1][1] > curve[0][1] + 0.2  # it learned along the way
+    step = overrides["epoch_length"]
+    assert [it for it, _ in curve] == list(range(step, planned // 2 + 1, step)) and curve[-1][1] > curve[0][1] + 0.25  # it learned along the way
 
 
 def test_execution_runs_jobs_side_by_side_in_order_and_stops_queueing_after_a_failure():
