@@ -95,7 +95,7 @@ class Execution:
     """How the protocol's bundle runs are executed: one at a time in this process (``in_process``), or
     as subprocesses, ``parallel`` side by side with ``threads`` CPU threads each.
 
-    Two single-thread runs side by side train about 1.4x faster in total than one two-thread run on 2 CPU
+    Two single-thread runs side by side train about 1.4-1.5x faster in total than one two-thread run on 2 CPU
     cores (measured 2026-12-05: SwinUNETR-12 fine-tune, 64x64x32 patches, 22.6 s per 25 steps each vs
     15.6 s), because small networks do not keep two threads busy. Thread counts change the
     floating-point summation order, so a run's numbers agree to rounding, not bit for bit, across them.
@@ -364,7 +364,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
             ``parallel`` 1), not one subprocess each: the same runs without a Python start-up each (see
             :func:`common.experiments.label_efficiency.run_bundle`).
         parallel: how many pretraining or fine-tuning runs at a time, as subprocesses sharing the CPUs
-            (:class:`Execution`; 2 on 2 CPU cores finishes the medium protocol about 1.4x sooner).
+            (:class:`Execution`; 2 on 2 CPU cores trains small networks about 1.4-1.5x faster in total).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     execution = Execution.choose(in_process, int(parallel))
