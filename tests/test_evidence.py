@@ -18,7 +18,7 @@ from scipy import stats as scipy_stats
 from monai.networks.nets import DynUNet, SegResNetDS, SwinUNETR
 from conftest import REPO
 
-from common.experiments import evidence, probes, stats
+from common.experiments import card as card_mod, evidence, probes, stats
 from common.experiments.downstream import bundle_parser, labelled_items
 
 #: two-sided 95% Student t quantiles from a printed table (df -> t_0.975)
@@ -238,6 +238,11 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     assert all(int(r["iteration"]) % int(epoch_length) == 0 and 0 <= float(r["value"]) <= 1 for r in curve)
     assert (card / "learning_curve.png").stat().st_size > 0 and "learning_curve.png" in (card / "README.md").read_text()
     assert all(row["verdict"] for row in summary if row["vs"])
+    executed = json.loads((card / "protocol.json").read_text())["execution"]  # how the numbers were made: threads change them to rounding
+    assert (executed["parallel"], executed["threads_per_run"], executed["in_process"]) == (2, max(1, len(os.sched_getaffinity(0)) // 2), False)
+    assert executed["wall_s"] > 0
+    (card / "summary.csv").unlink()  # the card written again from its own files keeps the record
+    assert json.loads((card_mod.rewrite_card(card) / "protocol.json").read_text())["execution"] == executed and (card / "summary.csv").is_file()
     if "real_checks" in protocol:
         spleen_rows = [r for r in runs if r["kind"].startswith("real_manual_spleen_")]
         assert {(r["encoder"], r["seed"]) for r in spleen_rows} == {(e, s) for e in ("raw_intensity", "scratch", "ctfm") for s in ("0", "1")}

@@ -186,9 +186,10 @@ def plot_learning_curves(curves: Sequence[Mapping[str, Any]], out: Path) -> Path
 
 
 def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
-               baselines: Mapping[str, str], curves: Sequence[Mapping[str, Any]] = ()) -> Path:
+               baselines: Mapping[str, str], curves: Sequence[Mapping[str, Any]] = (), execution: Mapping[str, Any] | None = None) -> Path:
     """Write the card's summary, Markdown, protocol record and plots into ``card`` (``runs.csv`` is the runner's;
-    ``curves``: the baselines' learning curves, :func:`common.experiments.evidence.learning_curves`)."""
+    ``curves``: the baselines' learning curves, :func:`common.experiments.evidence.learning_curves`; ``execution``:
+    how the runs were executed, recorded in ``protocol.json``)."""
     summary = summarize(rows, baselines)
     atomic_write_text(card / "summary.csv", csv_text(summary, SUMMARY_FIELDS))
     if curves:
@@ -197,7 +198,8 @@ def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[
     atomic_write_text(card / "README.md", markdown(summary, protocol) + (
         "\n![learning curve](learning_curve.png)\n\nThe baseline's validation mean Dice during fine-tuning (`learning_curve.csv`): "
         "the fine-tuning length was chosen where this curve flattens with all labels.\n" if curves else ""))
-    atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance}, indent=1))
+    atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance,
+                                                          **({"execution": dict(execution)} if execution else {})}, indent=1))
     plot(summary, card)
     return card
 
@@ -215,7 +217,7 @@ def rewrite_card(card: str | Path) -> Path:
     record = json.loads((card / "protocol.json").read_text())
     protocol = record["protocol"]
     return write_card(card, rows, protocol, record.get("encoders", {}), {c["name"]: c["baseline"] for c in protocol.get("comparisons", [])},
-                      curves)
+                      curves, record.get("execution"))
 
 
 if __name__ == "__main__":

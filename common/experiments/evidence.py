@@ -18,8 +18,9 @@ transfer to its network, or two training variants) it runs
 and writes ``<output_dir>/card/`` (:mod:`common.experiments.card`): ``runs.csv`` (every run), ``summary.csv`` and ``README.md``
 (means with 95% t intervals over seeds, bootstrap intervals over held-out cases for the probes, and
 each encoder's paired difference to the comparison's baseline per fraction), ``finetune.png`` and
-``probes.png``, and ``protocol.json`` with each encoder's provenance. Everything finished is reused,
-so an interrupted card resumes. Example::
+``probes.png``, and ``protocol.json`` with each encoder's provenance and how the runs were executed
+(runs side by side, threads each, this machine's CPUs, this invocation's wall time: thread counts change
+the numbers to rounding). Everything finished is reused, so an interrupted card resumes. Example::
 
     python -m common.experiments.evidence --protocol common/experiments/protocols/small.json \\
         --output_dir runs/evidence_small
@@ -31,6 +32,7 @@ import csv
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -367,6 +369,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
             (:class:`Execution`; 2 on 2 CPU cores trains small networks about 1.4-1.5x faster in total).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    started = time.monotonic()
     execution = Execution.choose(in_process, int(parallel))
     spec = json.loads(Path(protocol).read_text())
     out = Path(output_dir).resolve()
@@ -409,7 +412,10 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         atomic_write_text(card / "runs.csv", csv_text(rows, RUN_FIELDS))
         bar.update(1)
     bar.close()
-    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves)
+    executed = {"parallel": execution.parallel, "in_process": execution.in_process, "threads_per_run": execution.threads or torch.get_num_threads(),
+                "cpus": len(os.sched_getaffinity(0)), "wall_s": round(time.monotonic() - started),
+                "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated"}
+    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed)
     logger.info(f"Wrote the card to {card}")
     return str(card)
 
