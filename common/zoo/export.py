@@ -192,6 +192,7 @@ def _dotted_chains(code: str) -> list[tuple[tuple[int, int], tuple[int, int], st
 
 
 def _replace_spans(code: str, edits: list[tuple[tuple[int, int], tuple[int, int], str]]) -> str:
+    """``code`` with each ``(start, end, text)`` token span (tokenize's (row, col), a span may cross lines) replaced."""
     lines = code.splitlines(keepends=True) or [""]
     for (sr, sc), (er, ec), text in sorted(edits, reverse=True):
         if sr == er:
@@ -322,14 +323,7 @@ def rename_package(source: str, package: str) -> str:
                                  "write 'from common import x' or 'import common.x as x'")
         elif t.type == tokenize.STRING and _is_module_path_literal(t.string):  # "common.x.y" exactly: a lazy export, a locate() argument
             edits.append((t.start, t.end, t.string.replace("common", package, 1)))
-    lines = source.splitlines(keepends=True)
-    for (sr, sc), (er, ec), text in sorted(edits, reverse=True):
-        if sr == er:
-            lines[sr - 1] = lines[sr - 1][:sc] + text + lines[sr - 1][ec:]
-        else:  # a multi-line string
-            head, tail = lines[sr - 1][:sc], lines[er - 1][ec:]
-            lines[sr - 1:er] = [head + text + tail]
-    return "".join(lines)
+    return _replace_spans(source, edits)
 
 
 def _sha256(path: Path) -> str:
