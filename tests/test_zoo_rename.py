@@ -32,7 +32,7 @@ def test_config_expressions_rename_common_names_only():
     assert out["epochs"] == "$@train#dataset.n + pydoc.locate('b_common.engines.epochs_for_steps')(@num_steps, @epoch_length)"
     assert out["loader"] == {"_target_": "b_common.data.CheckedThreadDataLoader", "dataset": "@train#dataset", "note": "common.data in prose"}
     assert named == {"b_common.paths.locate_bundle", "b_common.data.select_fold", "b_common.engines.epochs_for_steps",
-                     "b_common.data.CheckedThreadDataLoader"}
+                     "b_common.data.CheckedThreadDataLoader", "b_common.data"}  # the last from the imports entry
 
 
 def test_a_config_naming_what_was_not_vendored_fails_the_export_naming_it(tmp_path):

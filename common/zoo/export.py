@@ -105,22 +105,6 @@ def config_module_names(config: object) -> set[str]:
     mention ``common.x`` -- a message, a URL -- are not uses)."""
     named: set[str] = set()
     lazy_common_imports(config, "common", named)
-
-    def imports(node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "imports" and isinstance(v, list):
-                    for entry in v:
-                        m = re.match(r"^\$\s*(?:import|from)\s+(common(?:\.\w+)*)", str(entry))
-                        if m:
-                            named.add(m.group(1))
-                else:
-                    imports(v)
-        elif isinstance(node, list):
-            for v in node:
-                imports(v)
-
-    imports(config)
     return named
 
 
@@ -233,11 +217,15 @@ def _lazy_expression(expr: str, package: str = "common", named: set[str] | None 
 def lazy_common_imports(config: object, package: str = "common", named: set[str] | None = None) -> object:
     """A config (dict/list/str tree) whose ``common`` imports happen when expressions run, not at parse,
     from the vendored ``package``; ``_target_`` module paths are renamed to it too (exact paths only).
-    Every renamed path is added to ``named``."""
+    Every renamed path, and every module an ``imports`` entry named, is added to ``named``."""
     if isinstance(config, dict):
         out = {}
         for k, v in config.items():
             if k == "imports" and isinstance(v, list):
+                for entry in v:
+                    m = re.match(r"^\$\s*(?:import|from)\s+(common(?:\.\w+)*)", str(entry))
+                    if m and named is not None:
+                        named.add(_renamed(m.group(1), package))
                 v = [e for e in v if not re.match(r"^\$\s*(import|from)\s+common\b", str(e))] + ["$import pydoc"]
             elif k == "_target_" and isinstance(v, str) and _CONFIG_MODULE_RE.fullmatch(v):
                 v = _renamed(v, package)
