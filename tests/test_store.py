@@ -32,14 +32,17 @@ def bundle_parser(bundle: str, root: Path, phantom_root: Path | str, **overrides
     return parser
 
 
-#: bundle -> (overrides, the reader that must serve its first random transform); the fast tier keeps two
+#: case -> (bundle, overrides, the reader that must serve its first random transform); the fast tier keeps two
 READERS = {
-    "subfore_pretrain": ({"pixdim": [3.0, 3.0, 3.0]}, "_spatial_crop"),  # RandSpatialCropd
-    "btcv_finetune": ({"pixdim": [3.0, 3.0, 3.0], "num_samples": 2}, "_pos_neg_label_crop"),  # RandCropByPosNegLabeld + stored indices
-    "brats_finetune": ({"num_samples": 2, "phantom_kind": "brats"}, "_spatial_crop_samples"),  # RandSpatialCropSamplesd
-    "ctfm_pretrain": ({"crop_size": [16, 32, 32], "num_crops": 3, "init_filters": 8, "pixdim": [3.0, 3.0, 3.0]}, "crop_from_store"),  # IntraSampleViewsd
+    "subfore_pretrain": ("subfore_pretrain", {"pixdim": [3.0, 3.0, 3.0]}, "_spatial_crop"),  # RandSpatialCropd
+    "btcv_pos_neg": ("btcv_finetune", {"pixdim": [3.0, 3.0, 3.0], "num_samples": 2}, "_label_crop"),  # RandCropByPosNegLabeld + stored fg/bg indices
+    "btcv_label_classes": ("btcv_finetune", {"pixdim": [3.0, 3.0, 3.0], "num_samples": 3, "crop_sampling": "label_classes"},
+                           "_label_crop"),  # RandCropByLabelClassesd + stored per-class indices
+    "brats_finetune": ("brats_finetune", {"num_samples": 2, "phantom_kind": "brats"}, "_spatial_crop_samples"),  # RandSpatialCropSamplesd
+    "ctfm_pretrain": ("ctfm_pretrain", {"crop_size": [16, 32, 32], "num_crops": 3, "init_filters": 8, "pixdim": [3.0, 3.0, 3.0]},
+                      "crop_from_store"),  # IntraSampleViewsd
 }
-SLOW_READERS = ("brats_finetune", "ctfm_pretrain")
+SLOW_READERS = ("btcv_label_classes", "brats_finetune", "ctfm_pretrain")
 
 
 def loader_batches(dataset, epochs: int = 2) -> list[dict[str, torch.Tensor]]:
@@ -57,10 +60,10 @@ def brats_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("bundle", [pytest.param(b, marks=pytest.mark.slow) if b in SLOW_READERS else b for b in READERS])
-def test_store_gives_the_crops_of_the_memory_cache(bundle, tmp_path, phantom_root, brats_root):
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_READERS else c for c in READERS])
+def test_store_gives_the_crops_of_the_memory_cache(case, tmp_path, phantom_root, brats_root):
     """A seeded run draws the same crops, bit for bit, whether its cases sit in RAM or in the store."""
-    overrides, reader = READERS[bundle]
+    bundle, overrides, reader = READERS[case]
     data = brats_root if overrides.get("phantom_kind") == "brats" else phantom_root
     memory = loader_batches(bundle_parser(bundle, tmp_path, data, cache="memory", **overrides).get_parsed_content("train#dataset"))
     dataset = bundle_parser(bundle, tmp_path, data, cache="store", **overrides).get_parsed_content("train#dataset")

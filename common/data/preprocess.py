@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
-from monai.transforms.utils import map_binary_to_indices
+from monai.transforms.utils import map_binary_to_indices, map_classes_to_indices
 
 from common.data.cache import first_uncachable, transform_hash
 from common.data.store import CODECS, FORMAT_VERSION, Store, index_chunking, case_key, checks_digest, chunking, encode_value
-from common.data.store_crops import BG, FG, crop_size, index_spec
+from common.data.store_crops import BG, FG, class_indices_name, crop_size, index_spec
 from common.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -160,9 +160,14 @@ def _write_fields(store: Store, key: str, data: Mapping[str, Any], plan: StorePl
     if plan.indices:
         spec = plan.indices
         image = arrays.get(spec["image_key"]) if spec["image_key"] else None
-        fg, bg = map_binary_to_indices(arrays[spec["label_key"]], image, spec["image_threshold"])
+        if "num_classes" in spec:  # RandCropByLabelClassesd's per-class indices
+            classes = map_classes_to_indices(arrays[spec["label_key"]], spec["num_classes"], image, spec["image_threshold"],
+                                             spec["max_samples_per_class"])
+            named = [(class_indices_name(c), idx) for c, idx in enumerate(classes)]
+        else:  # RandCropByPosNegLabeld's foreground and background
+            named = list(zip((FG, BG), map_binary_to_indices(arrays[spec["label_key"]], image, spec["image_threshold"])))
         out["indices"] = {}
-        for name, idx in ((FG, fg), (BG, bg)):
+        for name, idx in named:
             idx = np.asarray(idx)
             idx = idx.astype(np.int32 if idx.size == 0 or idx.max() < 2**31 else np.int64)
             chunks, blocks = index_chunking(idx.size)

@@ -9,8 +9,8 @@ via ``randomize``, ``Crop.compute_slices``); ``tests/test_store.py`` checks that
 the crops the transform itself gives on the cached volume, for the same seed.
 
 Supported first random transforms: ``RandSpatialCropd`` and ``RandSpatialCropSamplesd`` (random
-centre, fixed size), ``RandCropByPosNegLabeld`` (with the foreground/background indices the store
-computed at preprocessing time), and any transform with a ``crop_from_store(case)`` method (e.g.
+centre, fixed size), ``RandCropByPosNegLabeld`` and ``RandCropByLabelClassesd`` (with the
+foreground/background or per-class indices the store computed at preprocessing time), and any transform with a ``crop_from_store(case)`` method (e.g.
 CT-FM's ``IntraSampleViewsd``). Any other transform gets the whole volume and runs as usual.
 
 ``case`` is a :class:`common.data.store_dataset.StoredCase`: ``spatial_shape(field)``,
@@ -25,13 +25,18 @@ from typing import Any
 
 import torch
 from monai.data.utils import get_random_patch, get_valid_patch_size
-from monai.transforms import Crop, RandCropByPosNegLabeld, RandSpatialCropd, RandSpatialCropSamplesd
+from monai.transforms import Crop, RandCropByLabelClassesd, RandCropByPosNegLabeld, RandSpatialCropd, RandSpatialCropSamplesd
 from monai.utils import fall_back_tuple
 
 Reader = Callable[[Any], Any]
 
 #: the store's names of the precomputed foreground / background indices of RandCropByPosNegLabeld
 FG, BG = "fg_indices", "bg_indices"
+
+
+def class_indices_name(c: int) -> str:
+    """The store's name of the precomputed indices of class ``c`` for RandCropByLabelClassesd."""
+    return f"class_{c}_indices"
 
 
 def _fixed_random_crop(cropper: Any) -> bool:
@@ -78,11 +83,18 @@ def _spatial_crop_samples(t: RandSpatialCropSamplesd) -> Reader:
     return read
 
 
-def _pos_neg_label_crop(t: RandCropByPosNegLabeld) -> Reader:
+def _label_crop(t: RandCropByPosNegLabeld | RandCropByLabelClassesd) -> Reader:
+    """Crops centred by a label: the transform draws its centres from the stored indices (MONAI's own
+    ``randomize`` with the indices it would have computed), then only those crops are read."""
     def read(case: Any) -> list[dict]:
         shape = case.spatial_shape(t.label_key)
         placeholder = torch.zeros((), dtype=torch.uint8).expand(1, *shape)  # the label's shape, no memory
-        t.randomize(label=placeholder, fg_indices=case.indices(FG), bg_indices=case.indices(BG))
+        if isinstance(t, RandCropByPosNegLabeld):
+            t.randomize(label=placeholder, fg_indices=case.indices(FG), bg_indices=case.indices(BG))
+        else:
+            channels = case.volume_fields[t.label_key]["shape"][0]  # as map_classes_to_indices: one-hot, or num_classes
+            count = channels if channels > 1 else t.cropper.num_classes
+            t.randomize(label=placeholder, indices=[case.indices(class_indices_name(c)) for c in range(count)])
         roi = fall_back_tuple(t.cropper.spatial_size, default=shape)
         base = case.fields(exclude=t.keys)
         out = []
@@ -106,23 +118,29 @@ def crop_reader(transform: Any) -> Reader | None:
         return _spatial_crop_samples(transform)
     if (isinstance(transform, RandCropByPosNegLabeld) and transform.fg_indices_key is None and transform.bg_indices_key is None
             and not transform.lazy):
-        return _pos_neg_label_crop(transform)
+        return _label_crop(transform)
+    if isinstance(transform, RandCropByLabelClassesd) and transform.indices_key is None and not transform.lazy:
+        return _label_crop(transform)
     return None
 
 
 def index_spec(transform: Any) -> dict | None:
     """What the store must precompute for ``transform``: foreground/background indices for
-    ``RandCropByPosNegLabeld`` (its label and image keys and image threshold), else None."""
-    if crop_reader(transform) is not None and isinstance(transform, RandCropByPosNegLabeld):
-        return {"label_key": transform.label_key, "image_key": transform.image_key, "image_threshold": float(transform.cropper.image_threshold)}
-    return None
+    ``RandCropByPosNegLabeld`` (its label and image keys and image threshold), per-class indices for
+    ``RandCropByLabelClassesd`` (also its number of classes and per-class cap), else None."""
+    if crop_reader(transform) is None or not isinstance(transform, (RandCropByPosNegLabeld, RandCropByLabelClassesd)):
+        return None
+    spec = {"label_key": transform.label_key, "image_key": transform.image_key, "image_threshold": float(transform.cropper.image_threshold)}
+    if isinstance(transform, RandCropByPosNegLabeld):
+        return spec
+    return {**spec, "num_classes": transform.cropper.num_classes, "max_samples_per_class": transform.cropper.max_samples_per_class}
 
 
 def crop_size(transform: Any) -> tuple[int, ...] | None:
     """The crop size ``transform`` reads, to size the store's chunks (None: whole volumes)."""
     if crop_reader(transform) is None:
         return None
-    if isinstance(transform, RandCropByPosNegLabeld):
+    if isinstance(transform, (RandCropByPosNegLabeld, RandCropByLabelClassesd)):
         size = transform.cropper.spatial_size
     elif isinstance(transform, RandSpatialCropSamplesd):
         size = transform.cropper.cropper.roi_size
