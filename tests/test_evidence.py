@@ -18,7 +18,7 @@ from scipy import stats as scipy_stats
 from monai.networks.nets import DynUNet, SegResNetDS, SwinUNETR
 from conftest import REPO
 
-from common.experiments import card as card_mod, evidence, probes, stats
+from common.experiments import bundle_runs, card as card_mod, evidence, probes, stats
 from common.experiments.downstream import bundle_parser, labelled_items
 
 #: two-sided 95% Student t quantiles from a printed table (df -> t_0.975)
@@ -155,7 +155,7 @@ def _phantom_cases(tmp_path: Path, n: int, pixdim: float) -> tuple[list, int]:
     return [(image, label) for _, image, label in cases], int(parser.get_parsed_content("num_classes")), parser
 
 
-@pytest.mark.slow  # ~45 s: a brief supervised training (20 steps)
+@pytest.mark.slow  # ~25 s alone: a brief supervised training (10 steps)
 def test_linear_probe_sees_a_supervised_encoder_above_a_random_one(tmp_path):
     """Without this margin a flat card would mean nothing: the probe must detect learned features."""
     cases, num_classes, parser = _phantom_cases(tmp_path, 8, 6.0)
@@ -166,7 +166,7 @@ def test_linear_probe_sees_a_supervised_encoder_above_a_random_one(tmp_path):
     trained = parser.get_parsed_content("network_def", lazy=False)
     opt = torch.optim.Adam(trained.parameters(), 3e-3)
     loss_fn = __import__("monai").losses.DiceCELoss(to_onehot_y=True, softmax=True)
-    for step in range(20):
+    for step in range(10):
         image, label = train[step % len(train)]
         opt.zero_grad()
         loss_fn(trained(image), label).backward()
@@ -175,7 +175,7 @@ def test_linear_probe_sees_a_supervised_encoder_above_a_random_one(tmp_path):
     for name, net in (("raw", probes.RawIntensity()), ("random", random_net), ("supervised", trained)):
         scores[name] = probes.linear_probe(probes.featurize(net, train), probes.featurize(net, test), num_classes, seed=0, steps=100,
                                            points_per_case=2000)["dice"]
-    assert scores["supervised"] > scores["random"] + 0.1, scores  # measured: 0.37 against 0.21 (raw 0.03)
+    assert scores["supervised"] > scores["random"] + 0.1, scores  # measured 2026-12-06 (1 thread): 0.39 against 0.21 after 10 steps, as after 20
     assert scores["random"] > scores["raw"], scores
 
 
@@ -261,11 +261,25 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
         [(_, image, label)] = labelled_items(parser, items)
         assert set(torch.unique(label).tolist()) <= set(range(14)) and (label == 6).sum() > 100  # BTCV numbering: liver is 6
         assert "real_ct_linear_probe_dice" in (card / "README.md").read_text()
+    # run again: every finished run is reused (nothing retrained), the same rows
+    stamps = {w: w.stat().st_mtime_ns for w in (tmp_path / "out").glob("*/*/**/models/*.pt")}
+    evidence.main(str(path), output_dir=str(tmp_path / "out"), parallel=2)
+    assert list(csv.DictReader(open(card / "runs.csv"))) == runs and {w: w.stat().st_mtime_ns for w in stamps} == stamps and len(stamps) >= 6
     # a changed protocol does not reuse runs made under the old one
     protocol["comparisons"][0]["overrides"]["num_steps"] = 3
     path.write_text(json.dumps(protocol))
     with pytest.raises(evidence.SpecChangedError, match="other settings"):
         evidence.main(str(path), output_dir=str(tmp_path / "out"))
+
+
+def test_encoder_weights_per_seed_and_a_missing_file_stops(tmp_path):
+    runs = [tmp_path / "p0.pt", tmp_path / "p1.pt"]
+    assert evidence.resolve_encoder(None, {}, [0, 1, 2]) == {0: "", 1: "", 2: ""}  # scratch
+    assert evidence.resolve_encoder("pretraining:m", {"m": runs}, [5, 6, 7]) == {5: str(runs[0]), 6: str(runs[1]), 7: str(runs[0])}  # i mod P
+    runs[0].write_bytes(b"w")
+    assert evidence.resolve_encoder(str(runs[0]), {}, [0, 1]) == {0: str(runs[0].resolve()), 1: str(runs[0].resolve())}
+    with pytest.raises(FileNotFoundError, match="encoder weights .*p1.pt not found"):
+        evidence.resolve_encoder(str(runs[1]), {}, [0])
 
 
 @pytest.mark.parametrize("protocol", sorted((REPO / "common/experiments/protocols").glob("*.json")), ids=lambda p: p.stem)
@@ -287,27 +301,25 @@ def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol)
                 assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
 
 
-@pytest.mark.slow  # ~110 s: the first half of one fine-tune at the medium protocol's size
+@pytest.mark.slow  # ~80 s: the first third of one fine-tune at the medium protocol's size
 def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     """The medium protocol is only informative if scratch learns: its SwinUNETR arm with every labelled case,
-    stopped at step 150 of its 300 (the schedule still planned for 300: the learning curve's early point),
-    must pass 0.45 mean Dice on the held-out phantoms (measured 2026-12-05 in the protocol's run, seed 0:
-    0.24 after 50 steps, when mostly the liver is found, 0.49 at 100, 0.62 at 150 and 0.84 at 300)."""
-    from common.experiments import label_efficiency
-
+    stopped at step 100 of its 300 (the schedule still planned for 300: the learning curve's early point),
+    must pass 0.35 mean Dice on the held-out phantoms (measured 2026-12-05 in the protocol's run, seed 0:
+    0.24 after 50 steps, when mostly the liver is found, 0.49 at 100 and 0.84 at 300)."""
     protocol = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())
     comparison = next(c for c in protocol["comparisons"] if c["name"] == "subfore_swinunetr")
     overrides = {**comparison["overrides"], **comparison["finetune_overrides"], "phantom_dir": str(tmp_path / "phantoms")}
     planned = overrides["num_steps"]
-    overrides.update({"num_steps": planned // 2, "lr_scheduler#t_total": planned})
-    bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
+    overrides.update({"num_steps": planned // 3, "lr_scheduler#t_total": planned})
+    bundle_dir, _ = bundle_runs.bundle_config_files(comparison["bundle"])
     run_dir = tmp_path / "scratch"
-    best = label_efficiency.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, 0, "", overrides, run_dir / "train.log", in_process=True)
+    best = bundle_runs.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, 0, "", overrides, run_dir / "train.log", in_process=True)
     per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
-    assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.45, per_case
+    assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.35, per_case
     curve = evidence.validation_curve(run_dir, best["metric"], overrides["epoch_length"])
     step = overrides["epoch_length"]
-    assert [it for it, _ in curve] == list(range(step, planned // 2 + 1, step)) and curve[-1][1] > curve[0][1] + 0.25  # it learned along the way
+    assert [it for it, _ in curve] == list(range(step, planned // 3 + 1, step)) and curve[-1][1] > curve[0][1] + 0.1, curve  # it learned along the way
 
 
 def test_execution_runs_jobs_side_by_side_in_order_and_stops_queueing_after_a_failure():

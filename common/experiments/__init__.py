@@ -1,1 +1,1 @@
-"""Experiment drivers built on the bundles (label-efficiency curves)."""
+"""Experiment drivers built on the bundles: the evidence runner (label-efficiency sweeps, probes, the card)."""

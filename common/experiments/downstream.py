@@ -18,7 +18,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import DivisiblePadd
 from torch import nn
 
-from common.experiments.label_efficiency import bundle_config_files
+from common.experiments.bundle_runs import bundle_config_files
 
 
 def bundle_parser(bundle: str | os.PathLike, configs: Sequence[str] = (), overrides: Mapping[str, Any] | None = None) -> ConfigParser:

@@ -9,7 +9,7 @@ transfer to its network, or two training variants) it runs
   floor: a linear voxel probe scored by Dice, a k-NN patch probe scored by balanced accuracy, each
   trained once and scored on the held-out phantoms and the protocol's real scans;
 - fine-tuning (with the comparison's ``overrides`` and ``finetune_overrides``; the probes see only
-  ``overrides``) at each labelled fraction and seed (:func:`common.experiments.label_efficiency.run_one`,
+  ``overrides``) at each labelled fraction and seed (:func:`common.experiments.bundle_runs.run_one`,
   the bundle's own ``train.json``), the same ``train_fraction``/``fraction_seed`` split for every
   encoder; the runs share one disk cache of preprocessed cases (``<output_dir>/cache``, the bundles'
   ``cache: disk``, which draws the same random crops as the default memory cache), so each case is
@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from common.experiments import label_efficiency, probes
+from common.experiments import bundle_runs, probes
 from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
 from common.io import atomic_write_text
@@ -110,7 +110,7 @@ class Execution:
     @classmethod
     def choose(cls, in_process: bool | None, parallel: int) -> Execution:
         """``parallel`` runs at a time (subprocesses sharing this machine's CPUs when above 1);
-        ``in_process`` (default: when ``parallel`` is 1) as :func:`common.experiments.label_efficiency.run_bundle`."""
+        ``in_process`` (default: when ``parallel`` is 1) as :func:`common.experiments.bundle_runs.run_bundle`."""
         if parallel < 1:
             raise ValueError(f"--parallel {parallel}: give 1 or more runs at a time")
         if parallel > 1 and in_process:
@@ -141,9 +141,9 @@ def run_pretraining(name: str, spec: Mapping[str, Any], datalist: Path, out: Pat
     if weights.is_file():
         logger.info(f"pretraining {name}: finished earlier, reusing {weights}")
         return weights
-    bundle_dir, files = label_efficiency.bundle_config_files(spec["bundle"], spec.get("configs", []))
+    bundle_dir, files = bundle_runs.bundle_config_files(spec["bundle"], spec.get("configs", []))
     args = {"bundle_root": str(bundle_dir), "run_dir": str(run_dir), "datalist": str(datalist), **spec.get("overrides", {})}
-    label_efficiency.run_bundle(files, args, run_dir / "train.log", expect=weights, in_process=execution.in_process, threads=execution.threads)
+    bundle_runs.run_bundle(files, args, run_dir / "train.log", expect=weights, in_process=execution.in_process, threads=execution.threads)
     return weights
 
 
@@ -285,7 +285,7 @@ def real_check_items(spec: Mapping[str, Any] | None) -> tuple[list[dict[str, str
 def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[int, str], dict]], protocol: Mapping[str, Any], out: Path,
                   execution: Execution = Execution()) -> list[dict]:
     """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
-    bundle_dir, _ = label_efficiency.bundle_config_files(comparison["bundle"])
+    bundle_dir, _ = bundle_runs.bundle_config_files(comparison["bundle"])
     runs = []
     for encoder, (weights_by_seed, variant) in encoders.items():
         for fraction in protocol["fractions"]:
@@ -298,7 +298,7 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[di
                 # where preprocessed cases are kept changes no number (tested), so it is not part of the spec
                 cache = {} if "cache" in overrides else {"cache": "disk", "cache_dir": str(out / "cache")}
                 runs.append((encoder, fraction, seed, weights, run_dir, {**overrides, **cache}))
-    bests = execution.map([partial(label_efficiency.run_one, bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
+    bests = execution.map([partial(bundle_runs.run_one, bundle_dir, comparison.get("configs", []), run_dir, float(fraction), int(seed), weights,
                                    overrides, run_dir / "train.log", execution.in_process, execution.threads)
                            for _, fraction, seed, weights, run_dir, overrides in runs])
     rows = []
@@ -364,7 +364,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         only: run these comparisons only (names), e.g. to build a card in stages.
         in_process: run the pretraining and fine-tuning bundles in this process (the default with
             ``parallel`` 1), not one subprocess each: the same runs without a Python start-up each (see
-            :func:`common.experiments.label_efficiency.run_bundle`).
+            :func:`common.experiments.bundle_runs.run_bundle`).
         parallel: how many pretraining or fine-tuning runs at a time, as subprocesses sharing the CPUs
             (:class:`Execution`; 2 on 2 CPU cores trains small networks about 1.4-1.5x faster in total).
     """

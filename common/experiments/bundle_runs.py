@@ -1,23 +1,15 @@
-"""Label-efficiency harness: fine-tune at several labelled fractions, from scratch and from pretrained
-weights, with several seeds; write a CSV and a PNG of Dice against labelled fraction.
+"""Running a bundle for the experiment harness: its config files, one run (a subprocess, or in this
+process as ``monai.bundle run`` would run it), and one fine-tuning run with its labelled fraction and
+seed, reused when finished.
 
-Every run is the bundle's own ``train.json`` through ``python -m monai.bundle run`` in a subprocess
-(or, ``in_process``, the same ``ConfigWorkflow`` in this process), with ``train_fraction``,
-``fraction_seed``, ``seed`` and ``pretrained`` overridden and its outputs in ``<output_dir>/<init>/fraction_<f>/seed_<s>/``. A run whose ``models/best_metric.json`` exists is
-not repeated, and the CSV is rewritten after each run, so an interrupted sweep resumes and loses
-nothing. Example (embedded phantoms, CPU-sized)::
-
-    python -m common.experiments.label_efficiency --bundle btcv_finetune \\
-        --configs "['demo.json']" --fractions "[0.25,0.5,1.0]" --seeds "[0,1]" \\
-        --pretrained "{'subfore': 'bundles/subfore_pretrain/models/encoder.pt'}" \\
-        --output_dir runs/label_efficiency
+Every run is the bundle's own ``train.json`` (plus the given configs) through the collection's
+workflow (:class:`common.runs.BundleWorkflow`), so an experiment trains exactly what a user's
+``python -m monai.bundle run`` trains.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
@@ -27,16 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.cli import format_override
-from common.io import atomic_write, atomic_write_text
 from common.paths import locate_bundle
 
 logger = logging.getLogger(__name__)
-
-CSV_FIELDS = ["init", "pretrained", "fraction", "seed", "num_train_cases", "metric", "best_value", "best_epoch", "run_dir"]
-
-
-def _run_dir(output_dir: Path, init: str, fraction: float, seed: int) -> Path:
-    return output_dir / init / f"fraction_{fraction:g}" / f"seed_{seed}"
 
 
 def bundle_config_files(bundle: str | os.PathLike, configs: Sequence[str] = ()) -> tuple[Path, list[str]]:
@@ -154,97 +139,3 @@ def run_one(
     }
     run_bundle(files, args, log_file, result, in_process, threads)
     return json.loads(result.read_text())
-
-
-def _num_train_cases(log_file: Path) -> int | None:
-    for line in reversed(log_file.read_text().splitlines()) if log_file.is_file() else []:
-        if "train_fraction" in line and "training on " in line:
-            return int(line.split("training on ")[1].split(" of ")[0])
-    return None
-
-
-def plot(rows: Sequence[Mapping], path: Path, metric: str) -> Path:
-    """Mean (and min-max over seeds) of the best validation metric against labelled fraction, one line per init."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for init in dict.fromkeys(r["init"] for r in rows):
-        fr = sorted({float(r["fraction"]) for r in rows if r["init"] == init})
-        vals = [[float(r["best_value"]) for r in rows if r["init"] == init and float(r["fraction"]) == f] for f in fr]
-        mean = [sum(v) / len(v) for v in vals]
-        ax.plot([100 * f for f in fr], mean, marker="o", label=init)
-        ax.fill_between([100 * f for f in fr], [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
-    ax.set_xlabel("labelled training cases (%)")
-    ax.set_ylabel(f"best validation {metric}")
-    ax.set_title("Label efficiency")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def main(
-    bundle: str = "btcv_finetune",
-    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
-    seeds: Sequence[int] = (0, 1, 2),
-    pretrained: Mapping[str, str] | None = None,
-    scratch: bool = True,
-    configs: Sequence[str] = (),
-    output_dir: str = "runs/label_efficiency",
-    overrides: Mapping | None = None,
-    in_process: bool = False,
-) -> str:
-    """Run the sweep; return the CSV path.
-
-    Args:
-        bundle: downstream bundle name or folder (``btcv_finetune``, ``brats_finetune``, ...).
-        fractions: labelled fractions of the training cases (``train_fraction``; nested per seed).
-        seeds: seeds for the case subset, the initialisation and the data order.
-        pretrained: ``{name: weights path}``, one curve each (e.g. ``{'subfore': '.../encoder.pt'}``).
-        scratch: also run from random initialisation (curve ``scratch``).
-        configs: extra config files merged after ``train.json`` (relative to the bundle's ``configs/``).
-        output_dir: where runs, ``label_efficiency.csv`` and ``label_efficiency.png`` go.
-        overrides: extra ``--key value`` overrides for every run (e.g. ``{'num_steps': 5000}``).
-        in_process: run each training in this process rather than a subprocess (:func:`run_bundle`).
-    """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    bundle_dir = Path(bundle) if Path(bundle).is_dir() else Path(locate_bundle(bundle))
-    out = Path(output_dir).resolve()
-    inits = ({"scratch": ""} if scratch else {}) | {k: str(Path(v).resolve()) for k, v in (pretrained or {}).items()}
-    if not inits:
-        raise ValueError("nothing to run: scratch=False and no pretrained weights given")
-    for name, path in inits.items():
-        if path and not Path(path).is_file():
-            raise FileNotFoundError(f"pretrained weights for '{name}' not found: {path}")
-    rows: list[dict] = []
-    csv_path = out / "label_efficiency.csv"
-    for init, weights in inits.items():
-        for fraction in fractions:
-            for seed in seeds:
-                run_dir = _run_dir(out, init, fraction, seed)
-                log_file = run_dir / "train.log"
-                best = run_one(bundle_dir, configs, run_dir, float(fraction), int(seed), weights, dict(overrides or {}), log_file, in_process)
-                rows.append({
-                    "init": init, "pretrained": weights, "fraction": fraction, "seed": seed,
-                    "num_train_cases": _num_train_cases(log_file), "metric": best["metric"], "best_value": best["value"],
-                    "best_epoch": best.get("epoch"), "run_dir": str(run_dir),
-                })
-                buf = io.StringIO()
-                writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
-                atomic_write_text(csv_path, buf.getvalue())
-    plot(rows, out / "label_efficiency.png", rows[0]["metric"])
-    logger.info(f"Wrote {csv_path} and {out / 'label_efficiency.png'}")
-    return str(csv_path)
-
-
-if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)

@@ -1,0 +1,42 @@
+"""The experiment harness's bundle runs: a run in this process is the subprocess run, bit for bit, and logs
+only to its file; an override naming no config id stops it; a finished run is reused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+
+from common.experiments import bundle_runs
+
+pytestmark = pytest.mark.slow  # two short trainings (~40 s)
+
+
+def test_in_process_run_equals_the_subprocess_run_and_is_reused(tmp_path, phantom_root, monkeypatch, capfd):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # bit for bit needs the same thread count
+    overrides = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_steps": 2, "epoch_length": 2, "num_workers": 0}
+
+    def run(name: str, in_process: bool, extra: dict | None = None) -> dict:
+        run_dir = tmp_path / name
+        return bundle_runs.run_one(REPO / "bundles" / "btcv_finetune", ["demo.json"], run_dir, 0.5, 0, "", {**overrides, **(extra or {})},
+                                   run_dir / "train.log", in_process=in_process)
+
+    best = run("subprocess", False)
+    assert best["metric"] == "val_mean_dice" and 0.0 <= best["value"] <= 1.0
+    assert "training on 2 of 4" in (tmp_path / "subprocess" / "train.log").read_text()  # train_fraction 0.5 of the 4 training phantoms
+    capfd.readouterr()
+    assert run("in_process", True) == best
+    console = capfd.readouterr()
+    log = (tmp_path / "in_process" / "train.log").read_text()
+    assert "train_loss" in log and "Logging file is set to False" in log
+    assert "train_loss" not in console.out + console.err and "Logging file is set to False" not in console.out + console.err
+    weights = [torch.load(tmp_path / d / "models" / "model.pt") for d in ("subprocess", "in_process")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    # a finished run is reused: nothing retrained
+    stamp = (tmp_path / "in_process" / "models" / "model.pt").stat().st_mtime_ns
+    assert run("in_process", True) == best and (tmp_path / "in_process" / "models" / "model.pt").stat().st_mtime_ns == stamp
+    # an override naming no config id stops an in-process run as `monai.bundle run` stops it
+    with pytest.raises(RuntimeError, match="--num_stepz: no such key"):
+        run("typo", True, {"num_stepz": 3})
