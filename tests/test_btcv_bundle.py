@@ -150,7 +150,8 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     """
     datalist, ct = _totalsegmentator_datalist(tmp_path)
     o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "pixdim": [3.0, 3.0, 3.0],
-         "num_steps": 60, "epoch_length": 10, "val_interval": 6, "learning_rate": 0.003, "train#handlers#1#exec_at_start": True}
+         "num_steps": 60, "epoch_length": 10, "val_interval": 6, "learning_rate": 0.003, "train#handlers#1#exec_at_start": True,
+         "validation_nsd": False}
     out = assert_ok(run_bundle([TRAIN, DEMO, CONFIGS / "totalsegmentator_to_btcv.json"], o))
     dice = [float(x) for x in re.findall(r"Metrics -- val_mean_dice: ([0-9.]+)", out)]
     assert len(dice) == 2, out[-3000:]

@@ -50,9 +50,9 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, checkpoint_dir: Path, ti
 
 CASES = {
     "subfore_pretrain": ([BUNDLES / "subfore_pretrain" / "configs" / "train.json"],
-                         {**TINY_SUBFORE, "num_steps": 8, "epoch_length": 2, "checkpoint_interval": 2, "image_interval": 100}),
+                         {**TINY_SUBFORE, "num_steps": 4, "epoch_length": 2, "checkpoint_interval": 2, "image_interval": 100}),
     "btcv_finetune": ([BUNDLES / "btcv_finetune" / "configs" / f for f in ("train.json", "demo.json")],
-                      {"num_steps": 8, "epoch_length": 2, "num_workers": 0, "log_interval": 1}),
+                      {"num_steps": 4, "epoch_length": 2, "num_workers": 0, "log_interval": 1}),
 }
 
 
