@@ -15,22 +15,21 @@ import torch
 from common.cli import format_override
 
 
+def _threads_in_test_process() -> int:
+    """CPU threads for torch in each test process: the CPUs shared out over pytest-xdist's workers (``-n 2`` on 2
+    cores: 1 each) unless ``OMP_NUM_THREADS`` is set. The bundle subprocesses keep 2 (:func:`run_bundle`).
 
-def _threads_per_test_process() -> int:
-    """CPU threads for each test process and the bundle runs it starts: the CPUs shared out over pytest-xdist's
-    workers (``-n 2`` on 2 cores: 1 each) unless ``OMP_NUM_THREADS`` is set.
-
-    More torch threads than cores in total makes OpenMP threads wait on each other: measured 2026-12-06 on 2 cores,
-    ``test_linear_probe_sees_a_supervised_encoder_above_a_random_one`` took 273 s with 2 threads next to a 2-thread
-    bundle run, 67 s with 1 (38 s alone)."""
+    More torch threads than cores in total makes OpenMP threads wait on each other in work of small tensors:
+    measured 2026-12-06 on 2 cores, ``test_linear_probe_sees_a_supervised_encoder_above_a_random_one`` (in process)
+    took 273 s with 2 threads next to a 2-thread bundle run, 67 s with 1 (38 s alone). Bundle subprocesses, whose
+    3D convolutions use a second core when the other worker waits, ran slower with 1 thread (the suite: 25 min
+    against 24.7 with 2)."""
     if "OMP_NUM_THREADS" in os.environ:
         return int(os.environ["OMP_NUM_THREADS"])
     return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
-THREADS = _threads_per_test_process()
-os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the subprocesses' threads (bundle runs, torchrun, MONAI Label)
-torch.set_num_threads(THREADS)
+torch.set_num_threads(_threads_in_test_process())
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -94,7 +93,7 @@ def run_bundle(
     if torchrun:
         launcher += ["torch.distributed.run", f"--nproc_per_node={torchrun}", f"--master_port={free_port()}", "-m"]
     cmd = launcher + ["monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", files] + args
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else str(THREADS), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -78,7 +78,7 @@ def link_case(studies: Path, name: str, image: Path, label: Path) -> None:
 def run_app(python: Path, app: Path, name: str, image: Path, studies: Path, cwd: Path) -> dict:
     # the repository stays off sys.path: -P, no PYTHONPATH but the torchvision stand-in, and
     # run_app.py drops this checkout's editable-install finder
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(APP / "shim")}  # OMP_NUM_THREADS: conftest's
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(APP / "shim"), "OMP_NUM_THREADS": "2"}
     cmd = [str(python), "-P", str(APP / "run_app.py"), str(app), name, str(image), str(studies)]
     out = assert_ok(subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
     return json.loads([line for line in out.splitlines() if line.startswith('{"bundle_path"')][-1])
@@ -160,7 +160,7 @@ def test_monailabel_server_serves_exported_bundles_over_http(monailabel_python, 
                 f"sys.argv = ['monailabel', 'start_server', '--app', {str(app)!r}, '--studies', {str(tmp_path / 'studies')!r}, "
                 f"'--conf', 'models', {','.join(names)!r}, '--conf', 'zoo_source', 'github', '--conf', 'preload', 'false', "
                 f"'--host', '127.0.0.1', '--port', '{port}']; from monailabel.main import Main; Main().run()")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(APP / "shim")}  # OMP_NUM_THREADS: conftest's
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(APP / "shim"), "OMP_NUM_THREADS": "2"}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen([str(monailabel_python), "-P", "-c", launcher], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
