@@ -22,8 +22,8 @@ def _threads_in_test_process() -> int:
     More torch threads than cores in total makes OpenMP threads wait on each other in work of small tensors:
     measured 2026-12-06 on 2 cores, ``test_linear_probe_sees_a_supervised_encoder_above_a_random_one`` (in process)
     took 273 s with 2 threads next to a 2-thread bundle run, 67 s with 1 (38 s alone). Bundle subprocesses, whose
-    3D convolutions use a second core when the other worker waits, ran slower with 1 thread (the suite: 25 min
-    against 24.7 with 2)."""
+    3D convolutions use a second core when the other worker waits, ran slower with 1 thread: the full suite took
+    25 min 08 s with them at 1, 23 min 50 s with them at 2."""
     if "OMP_NUM_THREADS" in os.environ:
         return int(os.environ["OMP_NUM_THREADS"])
     return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))

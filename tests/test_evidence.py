@@ -155,7 +155,7 @@ def _phantom_cases(tmp_path: Path, n: int, pixdim: float) -> tuple[list, int]:
     return [(image, label) for _, image, label in cases], int(parser.get_parsed_content("num_classes")), parser
 
 
-@pytest.mark.slow  # ~25 s alone: a brief supervised training (10 steps)
+@pytest.mark.slow  # ~30 s alone, ~100 s in the full suite: a brief supervised training (10 steps)
 def test_linear_probe_sees_a_supervised_encoder_above_a_random_one(tmp_path):
     """Without this margin a flat card would mean nothing: the probe must detect learned features."""
     cases, num_classes, parser = _phantom_cases(tmp_path, 8, 6.0)
@@ -301,7 +301,7 @@ def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol)
                 assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
 
 
-@pytest.mark.slow  # ~80 s: the first third of one fine-tune at the medium protocol's size
+@pytest.mark.slow  # ~160 s in the full suite: the first third of one fine-tune at the medium protocol's size
 def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     """The medium protocol is only informative if scratch learns: its SwinUNETR arm with every labelled case,
     stopped at step 100 of its 300 (the schedule still planned for 300: the learning curve's early point),
