@@ -6,13 +6,18 @@
 collection's workflow (:class:`common.runs.BundleWorkflow`, ``--workflow_name common.runs.BundleWorkflow``)
 calls :func:`check_overrides` with the overrides MONAI hands it, before anything is built, and refuses
 both with the key, a close match, and the fix. Set ``BUNDLE_ALLOW_NEW_KEYS=1`` to add keys on purpose.
+
+The collection's own commands (``python -m common.data.check``, ``common.data.preprocess``, ``common.zoo.*``) read
+their command lines as ``monai.bundle run`` does, with Python Fire (:func:`command`), and the config overrides
+they take with the same check (:func:`read_bundle_config`): one syntax, one set of rules.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: Arguments of ``monai.bundle run`` itself (not config ids).
@@ -65,6 +70,44 @@ def check_overrides(files: Sequence[str], overrides: Mapping[str, Any], tracking
             "command-line overrides that would not take effect:\n  " + "\n  ".join(problems)
             + f"\n(set {ALLOW_ENV}=1 to add new keys on purpose)"
         )
+
+
+def config_file_list(config_file: str | Sequence[str]) -> list[str]:
+    """``config_file`` as a list of paths: a list as given, else one path (MONAI also splits a string at commas when it names no file)."""
+    if isinstance(config_file, (str, Path)):
+        text = str(config_file)
+        return [p for p in text.split(",") if p] if "," in text and not Path(text).is_file() else [text]
+    return [str(f) for f in config_file]
+
+
+def read_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any]) -> Any:
+    """A ``ConfigParser`` of the config files merged in order, ``overrides`` checked (:func:`check_overrides`) and applied:
+    what the collection's commands other than ``monai.bundle run`` (pre-flight check, preprocessing) read a bundle with."""
+    from monai.bundle import ConfigParser
+
+    files = config_file_list(config_file)
+    if missing := [f for f in files if not Path(f).is_file()]:
+        raise CommandLineError(f"--config_file: no such file {', '.join(missing)}")
+    check_overrides(files, overrides)
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(dict(overrides))
+    return parser
+
+
+def command(main: Callable[..., int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main`` on a command line (``argv``, default ``sys.argv[1:]``) read as ``monai.bundle run`` reads its own: by
+    Python Fire (``--key value`` with values as Python literals, a bare ``--flag`` is True); returns main's exit status
+    without printing it. A command line Fire cannot read, or an override :func:`check_overrides` refuses, ends with status 2."""
+    import sys
+
+    import fire
+
+    try:
+        return fire.Fire(main, command=None if argv is None else list(argv), serialize=lambda _: None) or 0
+    except CommandLineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def format_override(value: Any) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import BUNDLES, run_bundle
 
-from common.cli import CommandLineError, check_overrides, format_override
+from common.cli import CommandLineError, check_overrides, command, config_file_list, format_override
 from common.runs import BundleWorkflow
-from common.runs.workflow import config_file_list
 
 TRAIN = BUNDLES / "btcv_finetune" / "configs" / "train.json"
 
@@ -42,3 +41,16 @@ def test_a_bundle_run_with_a_typo_stops_before_training(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "--num_stepz: no such key" in out and "did you mean --num_steps?" in out
     assert not (tmp_path / "models").exists()  # nothing was started or written
+
+
+def test_the_collections_commands_read_overrides_as_monai_bundle_run_does(capsys):
+    """``python -m common.data.check`` and ``common.data.preprocess`` read their command lines with Python Fire, as
+    ``monai.bundle run`` does, and refuse what its workflow refuses (status 2, nothing read or written)."""
+    from common.data import check, preprocess
+
+    assert command(check.main, ["--config_file", str(TRAIN), "--datalis", "/data/x.json"]) == 2
+    assert "--datalis: no such key" in capsys.readouterr().err
+    assert command(preprocess.main, ["--config_file", str(TRAIN), "--resume", "false"]) == 2
+    assert "write --resume False" in capsys.readouterr().err
+    assert command(preprocess.main, ["--config_file", str(TRAIN.with_name("nope.json"))]) == 2
+    assert "no such file" in capsys.readouterr().err

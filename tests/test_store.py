@@ -18,6 +18,7 @@ from conftest import BUNDLES, REPO
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
 
+from common.cli import command
 from common.data import preprocess as preprocess_module
 from common.data.case_checks import DataPreflightError
 from common.data.store import BLOCK_BYTES, CHUNK_BYTES, case_key, chunking
@@ -121,7 +122,7 @@ def test_preprocess_command_writes_a_manifest_and_skips_finished_cases(tmp_path,
     args = ["--config_file", str(BUNDLES / "btcv_finetune" / "configs" / "train.json"), "--workers", "2",
             "--phantom_dir", str(phantom_root), "--num_phantoms", "5", "--num_phantom_validation", "1",
             "--bundle_root", str(tmp_path), "--pixdim", "[3.0, 3.0, 3.0]", "--roi_size", "[32, 32, 32]"]
-    assert preprocess_module.main(args) == 0
+    assert command(preprocess_module.main, args) == 0
     out = capsys.readouterr().out
     assert "train: store" in out and "0 case(s) already stored, 4 written" in out and "1 written" in out and "--cache store" in out
     train_store, val_store = stores(tmp_path / "cache")[0], stores(tmp_path / "cache")[1]  # two pipelines, two stores
@@ -134,7 +135,7 @@ def test_preprocess_command_writes_a_manifest_and_skips_finished_cases(tmp_path,
     assert case["spacing"] == pytest.approx([3.0, 3.0, 3.0]) and case["checks"]["problems"] == [] and case["checks"]["digest"]
     assert all(m["settings_hash"] for m in manifests)
 
-    assert preprocess_module.main(args) == 0  # the same command again: nothing to do
+    assert command(preprocess_module.main, args) == 0  # the same command again: nothing to do
     assert "4 case(s) already stored, 0 written" in capsys.readouterr().out
 
 
@@ -173,7 +174,7 @@ def test_bad_cases_are_recorded_and_training_reuses_the_check_without_reading_th
     args = ["--config_file", str(BUNDLES / "subfore_pretrain" / "configs" / "train.json"), "--workers", "1", "--phantom_dir", str(work),
             "--num_phantoms", "5", "--num_phantom_validation", "1", "--bundle_root", str(tmp_path), "--roi_size", "[32, 32, 32]",
             "--pixdim", "[3.0, 3.0, 3.0]"]
-    assert preprocess_module.main(args) == 1
+    assert command(preprocess_module.main, args) == 1
     out = capsys.readouterr().out
     assert bad.name in out and "1 case(s) could not be stored" in out
 

@@ -19,12 +19,12 @@ run with the same config and ``--cache store --cache_dir <store_dir>`` then read
   problems, listed at the end (exit status 1), and a training run stops or skips them as its
   ``on_bad_case`` says, without reading them again.
 
-Exit status: 0 every case stored; 1 some cases bad or failed (listed); 2 the command is wrong.
+Exit status: 0 every case stored; 1 some cases bad or failed (listed); 2 the command is wrong (an
+override naming no config key included, as ``monai.bundle run``'s workflow refuses it).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -44,6 +44,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 from monai.transforms.utils import map_binary_to_indices, map_classes_to_indices
 
+from common.cli import CommandLineError, command, read_bundle_config
 from common.data.cache import first_uncachable, transform_hash
 from common.data.store import CODECS, FORMAT_VERSION, Store, index_chunking, case_key, checks_digest, chunking, encode_value
 from common.data.store_crops import BG, FG, class_indices_name, crop_size, index_spec
@@ -305,18 +306,13 @@ def _map(todo: Sequence[Mapping[str, Any]], transform: Compose, plan: StorePlan,
 PIPELINES = (("train#files", "train#preprocessing"), ("validate#files", "validate#preprocessing"))
 
 
-def bundle_pipelines(config_files: Sequence[str], overrides: Mapping[str, Any]) -> tuple[list[tuple[str, list[dict], Compose]], Any, str]:
+def bundle_pipelines(config_file: str | Sequence[str], overrides: Mapping[str, Any]) -> tuple[list[tuple[str, list[dict], Compose]], Any, str]:
     """The config's ``(list name, entries, pipeline)`` triples, the bundle's case checks (None with
     ``preflight`` off) and its ``cache_dir``; the lists are resolved without the pre-flight read (the
     workers check each case as they read it)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(list(config_files))
-    for key, value in overrides.items():
-        parser[key] = value
+    parser = read_bundle_config(config_file, overrides)
     if "case_source" not in parser or "train#preprocessing" not in parser:
-        raise SystemExit(f"{', '.join(config_files)} is not a training config of this collection (no case_source / train#preprocessing)")
+        raise SystemExit(f"{config_file} is not a training config of this collection (no case_source / train#preprocessing)")
     checks = parser.get_parsed_content("case_checks") if parser.get_parsed_content("preflight") else None
     parser["preflight"] = False  # the workers check each case as they read it: one read, not two
     out = []
@@ -326,28 +322,27 @@ def bundle_pipelines(config_files: Sequence[str], overrides: Mapping[str, Any]) 
     return out, checks, parser.get_parsed_content("cache_dir")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from common.data.check import parse_values
+def main(config_file: str | Sequence[str], store_dir: str | None = None, workers: int = os.cpu_count() or 1, codec: str = "lz4hc",
+         progress: bool | None = None, **overrides: Any) -> int:
+    """Preprocess the bundle's training and validation cases into a store; list the cases that could not be stored.
 
-    ap = argparse.ArgumentParser(prog="python -m common.data.preprocess", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config_file", nargs="+", required=True, help="the bundle's training config file(s), merged in order")
-    ap.add_argument("--store_dir", help="where the store goes (default: the config's cache_dir); train with --cache_dir set to it")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: every core)")
-    ap.add_argument("--codec", choices=CODECS, default="lz4hc", help="blosc2 codec: lz4hc reads fastest, zstd packs tighter")
-    ap.add_argument("--progress", choices=("auto", "True", "False"), default="auto", help="progress bar (auto: on a terminal outside CI)")
-    args, extra = ap.parse_known_args(argv)
+    Args:
+        config_file: the bundle's training config, or a list of config files merged in order.
+        store_dir: where the store goes (default: the config's ``cache_dir``); train with ``--cache_dir`` set to it.
+        workers: parallel processes (default: every core).
+        codec: blosc2 codec, one of :data:`common.data.store.CODECS`: lz4hc reads fastest, zstd packs tighter.
+        progress: progress bar (default: on a terminal outside CI).
+        overrides: config overrides (``--datalist /data/datalist.json``), checked as ``monai.bundle run``'s workflow checks them.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        pipelines, checks, cache_dir = bundle_pipelines(args.config_file, parse_values(extra))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    store_dir = args.store_dir or cache_dir
+    if codec not in CODECS:
+        raise CommandLineError(f"--codec {codec}: give one of {', '.join(CODECS)}")
+    pipelines, checks, cache_dir = bundle_pipelines(config_file, overrides)
+    store_dir = store_dir or cache_dir
     bad = 0
     for name, entries, transform in pipelines:
-        plan = plan_store(transform, store_dir, codec=args.codec)
-        report = build_store(entries, transform, plan, checks=checks, workers=args.workers,
-                             progress=None if args.progress == "auto" else args.progress == "True", desc=f"preprocessing {name}")
+        plan = plan_store(transform, store_dir, codec=codec)
+        report = build_store(entries, transform, plan, checks=checks, workers=int(workers), progress=progress, desc=f"preprocessing {name}")
         print(f"{name}: {report.line()}")
         for case, problems in report.problems.items():
             bad += 1
@@ -361,4 +356,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command(main))

@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from common.cli import check_overrides
+from common.cli import check_overrides, config_file_list
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +53,6 @@ class BundleRun:
 
     def __repr__(self) -> str:  # a config value that is printed or logged: not the whole parser
         return f"BundleRun(config_files={self.config_files!r}, overrides={sorted(self.overrides)!r})"
-
-
-def config_file_list(config_file: str | Sequence[str]) -> list[str]:
-    """``config_file`` as a list of paths: a list as given, else one path (MONAI also splits a string at commas when it names no file)."""
-    if isinstance(config_file, (str, Path)):
-        text = str(config_file)
-        return [p for p in text.split(",") if p] if "," in text and not Path(text).is_file() else [text]
-    return [str(f) for f in config_file]
 
 
 class BundleWorkflow(ConfigWorkflow):

@@ -37,7 +37,6 @@ writes, the way MONAI Label reads label names (see :mod:`common.zoo.monailabel`)
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import io
@@ -52,6 +51,7 @@ from pathlib import Path
 from monai.bundle.reference_resolver import ReferenceResolver
 
 import common
+from common.cli import command
 from common.paths import GENERATED_KEY
 from common.runs.workflow import WORKFLOW_NAME
 from common.zoo.monailabel import metadata_for_monailabel, written_label_names
@@ -411,21 +411,23 @@ def export_bundle(
     return dest, zip_path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a bundle as a standalone folder + zip (vendored common code, Model Zoo large_files.yml).")
-    ap.add_argument("bundle", help="bundle folder, e.g. bundles/btcv_finetune")
-    ap.add_argument("--output_dir", default="dist")
-    ap.add_argument("--url_prefix", default="", help="where large weight files will be hosted (written to large_files.yml)")
-    ap.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB)
-    ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--monailabel", action="store_true",
-                    help="for a MONAI Label app: metadata names the label map inference.json writes (label value -> name)")
-    args = ap.parse_args(argv)
+def main(bundle: str, output_dir: str = "dist", url_prefix: str = "", max_file_mb: float = MAX_FILE_MB, overwrite: bool = False,
+         monailabel: bool = False) -> int:
+    """Export a bundle as a standalone folder and zip (vendored ``common`` code, Model Zoo ``large_files.yml``); print both paths as JSON.
+
+    Args:
+        bundle: the bundle folder, e.g. ``bundles/btcv_finetune``.
+        output_dir: where ``<name>/`` and ``<name>.zip`` go.
+        url_prefix: where large weight files will be hosted (written to ``large_files.yml``).
+        max_file_mb: weight files above this size are listed in ``large_files.yml`` instead of copied.
+        overwrite: replace an earlier export.
+        monailabel: for a MONAI Label app: the metadata names the label map ``inference.json`` writes (label value -> name).
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dest, zip_path = export_bundle(args.bundle, args.output_dir, args.url_prefix, args.max_file_mb, args.overwrite, args.monailabel)
+    dest, zip_path = export_bundle(bundle, output_dir, url_prefix, float(max_file_mb), overwrite, monailabel)
     print(json.dumps({"folder": str(dest), "zip": str(zip_path)}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command(main))

@@ -22,7 +22,6 @@ result inside a bundle workflow.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.cli import command
 from common.networks.onnx_runtime import OnnxRuntimeNetwork
 from common.networks.pretrained import read_state_dict
 
@@ -121,17 +121,19 @@ def export_onnx(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a bundle's network to ONNX and check it against PyTorch with ONNX Runtime (prints JSON).")
-    ap.add_argument("bundle")
-    ap.add_argument("--weights", default=None, help="weights file (default <bundle>/models/model.pt; '' for random initialisation)")
-    ap.add_argument("--output", default=None, help="the .onnx file (default <bundle>/models/model.onnx)")
-    ap.add_argument("--configs", nargs="*", default=[], help="config overlays of the bundle (e.g. demo.json for the demo network)")
-    args = ap.parse_args(argv)
+def main(bundle: str, weights: str | None = None, output: str | None = None, configs: Sequence[str] = ()) -> int:
+    """Export a bundle's network to ONNX and check it against PyTorch with ONNX Runtime; print the report as JSON.
+
+    Args:
+        bundle: the bundle folder.
+        weights: weights file (default ``<bundle>/models/model.pt``; ``''`` for random initialisation).
+        output: the ``.onnx`` file (default ``<bundle>/models/model.onnx``).
+        configs: config overlays of the bundle (``"['demo.json']"`` for the demo network).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    print(json.dumps(export_onnx(args.bundle, args.weights, args.output, args.configs), indent=1))
+    print(json.dumps(export_onnx(bundle, weights, output, list(configs)), indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(command(main))

@@ -37,7 +37,6 @@ so the network checks take seconds on a CPU; the checks themselves are the same.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -45,11 +44,13 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.cli import command
 from common.paths import bundle_on_path
 from common.zoo.findings import Finding
 from common.zoo.monailabel import NETWORK_OUTPUT_KEY, check_monailabel
@@ -326,19 +327,22 @@ def _quiet(enabled: bool):
         logging.disable(previous)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Offline Model Zoo checks for MONAI bundle folders (prints JSON; exit 1 on any failure).")
-    ap.add_argument("bundles", nargs="+", help="bundle folders (each holding configs/metadata.json)")
-    ap.add_argument("--quick", action="store_true", help="CPU-sized networks for the network checks")
-    ap.add_argument("--skip", nargs="*", default=[], choices=ALL_CHECKS, help="checks to leave out")
-    ap.add_argument("--verbose", action="store_true", help="keep MONAI's INFO logs (they go to stdout, before the JSON)")
-    args = ap.parse_args(argv)
+def main(*bundles: str, quick: bool = False, skip: str | Sequence[str] = (), verbose: bool = False) -> int:
+    """Offline Model Zoo checks of bundle folders: print the report as JSON; exit status 1 on any failure.
+
+    Args:
+        bundles: bundle folders (each holding ``configs/metadata.json``).
+        quick: CPU-sized networks for the network checks (the demo overlay's, :func:`demo_network`).
+        skip: checks to leave out (one name, or a list ``"['torchscript','monailabel']"``), of :data:`ALL_CHECKS`.
+        verbose: keep MONAI's INFO logs (they go to stdout, before the JSON).
+    """
     logging.basicConfig(level=logging.WARNING)
+    skip = (skip,) if isinstance(skip, str) else tuple(skip)
     report, failed = {}, False
-    for b in args.bundles:
+    for b in bundles:
         t = time.perf_counter()
-        with _quiet(not args.verbose):
-            findings = verify_bundle(b, quick=args.quick, skip=tuple(args.skip))
+        with _quiet(not verbose):
+            findings = verify_bundle(b, quick=quick, skip=skip)
         report[b] = {"ok": all(f.ok for f in findings), "seconds": round(time.perf_counter() - t, 1), "checks": [asdict(f) for f in findings]}
         failed |= not report[b]["ok"]
     print(json.dumps(report, indent=2))
@@ -346,4 +350,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command(main))
