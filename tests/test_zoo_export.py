@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import zipfile
 
 import pytest
 import torch
+import yaml
 from conftest import BUNDLES, assert_ok, tiny
 from monai.bundle import ConfigParser
 
@@ -49,8 +51,9 @@ def test_exported_bundle_runs_from_elsewhere_without_the_repo(tmp_path, phantom_
     dest, zip_path = export_bundle(src, tmp_path / "dist", url_prefix="https://example.org/w")
     assert (dest / "models" / "model.pt").is_file() and not (dest / "models" / "big_ensemble.pt").exists()
     assert not (dest / "models" / "checkpoints").exists()
-    large = (dest / "large_files.yml").read_text()
-    assert 'path: "models/big_ensemble.pt"' in large and 'url: "https://example.org/w/big_ensemble.pt"' in large and "hash_type: \"sha256\"" in large
+    large = yaml.safe_load((dest / "large_files.yml").read_text())["large_files"]  # the Model Zoo's layout
+    digest = hashlib.sha256((src / "models" / "big_ensemble.pt").read_bytes()).hexdigest()
+    assert large == [{"path": "models/big_ensemble.pt", "url": "https://example.org/w/big_ensemble.pt", "hash_val": digest, "hash_type": "sha256"}]
     assert (dest / "btcv_finetune_common" / "transforms" / "save.py").is_file() and not (dest / "btcv_finetune_common" / "experiments").exists()
     assert not (dest / "btcv_finetune_common" / "methods").exists() and not (dest / "btcv_finetune_common" / "config_sources").exists()  # no method code in a fine-tuning bundle
     vendored = json.loads((dest / "btcv_finetune_common" / "VENDORED.json").read_text())

@@ -48,6 +48,7 @@ import sys
 import tokenize
 from pathlib import Path
 
+import yaml
 from monai.bundle.reference_resolver import ReferenceResolver
 
 import common
@@ -67,14 +68,11 @@ class ExportError(ValueError):
     """The bundle cannot be exported as it is; the message names what is wrong."""
 
 
-def _module_file(name: str) -> Path | None:
-    """Source file of module ``common.x.y`` (package ``__init__`` or module file), or None."""
-    parts = name.split(".")[1:]
-    if not parts:
-        return PACKAGE_ROOT / "__init__.py"
-    rel = Path(*parts)
-    for candidate in (PACKAGE_ROOT / rel / "__init__.py", PACKAGE_ROOT / rel.with_suffix(".py")):
-        if candidate.is_file():
+def _module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
+    """Source file of module ``<package>.x.y`` under the package folder ``root`` (package ``__init__`` or module file), or None."""
+    rel = Path(*name.split(".")[1:])
+    for candidate in (root / rel / "__init__.py", root / rel.with_suffix(".py") if rel.parts else None):
+        if candidate is not None and candidate.is_file():
             return candidate
     return None
 
@@ -259,17 +257,10 @@ def unresolved(names: set[str], package_dir: Path, package: str) -> list[str]:
     """The dotted names (``<package>.x.y[.attr]``) that the vendored copy in ``package_dir`` cannot provide."""
     missing = []
     for dotted in sorted(names):
-        parts = dotted.split(".")[1:]
-        found = None
-        for k in range(len(parts), -1, -1):  # the longest prefix that is a vendored module
-            rel = Path(*parts[:k]) if k else Path()
-            for candidate in (package_dir / rel / "__init__.py", package_dir / rel.with_suffix(".py") if k else None):
-                if candidate is not None and candidate.is_file():
-                    found = (candidate, parts[k:])
-                    break
-            if found:
-                break
-        if found is None or (found[1] and not _defines(found[0], found[1][0])):
+        parts = dotted.split(".")
+        # the longest prefix that is a vendored module, then the first name after it must be defined there
+        k, module = next(((k, f) for k in range(len(parts), 0, -1) if (f := _module_file(".".join(parts[:k]), package_dir))), (0, None))
+        if module is None or (k < len(parts) and not _defines(module, parts[k])):
             missing.append(dotted)
     return missing
 
@@ -367,10 +358,7 @@ def export_bundle(
         (staging / "models").mkdir(exist_ok=True)
         shutil.copy2(f, staging / "models" / f.name)
     if large:
-        lines = ["large_files:"]
-        for e in large:
-            lines += [f'  - path: "{e["path"]}"', f'    url: "{e["url"]}"', f'    hash_val: "{e["hash_val"]}"', f'    hash_type: "{e["hash_type"]}"']
-        (staging / "large_files.yml").write_text("\n".join(lines) + "\n")
+        (staging / "large_files.yml").write_text(yaml.safe_dump({"large_files": large}, sort_keys=False))
 
     package = vendored_package(name)
     configs = []
