@@ -131,6 +131,15 @@ def _network_config(bundle: Path) -> Path:
     return inference if inference.is_file() else bundle / "configs" / "train.json"
 
 
+def _network_parser(bundle: Path) -> Any:
+    """A ``ConfigParser`` of the config that defines the bundle's ``network_def``, as published."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_network_config(bundle)))
+    return parser
+
+
 def demo_network(bundle: str | Path) -> dict:
     """The entries of ``<bundle>/configs/demo.json`` that size the network: the one source of CPU-sized networks.
 
@@ -142,14 +151,11 @@ def demo_network(bundle: str | Path) -> dict:
     """
     import re
 
-    from monai.bundle import ConfigParser
-
     bundle = Path(bundle)
     demo_file = bundle / "configs" / "demo.json"
     if not demo_file.is_file():
         return {}
-    parser = ConfigParser()
-    parser.read_config(str(_network_config(bundle)))
+    parser = _network_parser(bundle)
     referenced, todo = set(), ["network_def"]
     while todo:  # the keys network_def references, and what those reference (network_def -> @encoder_def -> @init_filters)
         for ref in re.findall(r"@([A-Za-z_]\w*)", json.dumps(parser.get(todo.pop(), None))):
@@ -168,10 +174,7 @@ def quick_metadata(bundle: Path, network: dict) -> dict:
     so ``--quick`` checks the embedding's shape and dtype, the full check its published width too.
     What the demo does not change stays as published.
     """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(_network_config(bundle)))  # as published: the demo's sizes are in ``network``
+    parser = _network_parser(bundle)  # as published: the demo's sizes are in ``network``
     fmt = _load_json(bundle / "configs" / "metadata.json").get("network_data_format", {})
     o: dict = {}
     for part in ("inputs", "outputs") if "roi_size" in network else ():
@@ -188,10 +191,7 @@ def quick_metadata(bundle: Path, network: dict) -> dict:
 
 
 def _overrides(bundle: Path, quick: bool, tmp: Path) -> dict:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(_network_config(bundle)))
+    parser = _network_parser(bundle)
     o: dict = {"bundle_root": str(tmp / "bundle_root"), "device": "$torch.device('cpu')"}
     if "pretrained" in parser:  # the checks are structural: random weights, not a weights file the user has not placed yet
         o["pretrained"] = ""
@@ -243,11 +243,10 @@ def check_properties(bundle: Path, overrides: dict, tmp: Path) -> list[Finding]:
 def check_torchscript(bundle: Path, overrides: dict, tmp: Path, max_side: int | None = None) -> list[Finding]:
     """Export ``network_def`` with MONAI's ``ckpt_export`` (scripted, else traced) and run the result;
     ``max_side`` caps the trace input's sides (``--quick``: 64, a multiple of every network's stride)."""
-    from monai.bundle import ConfigParser, ckpt_export
+    from monai.bundle import ckpt_export
 
     cfg, meta_file = _network_config(bundle), bundle / "configs" / "metadata.json"
-    parser = ConfigParser()
-    parser.read_config(str(cfg))
+    parser = _network_parser(bundle)
     parser.read_meta(str(meta_file))
     parser.update(overrides)
     net = parser.get_parsed_content("network_def")
