@@ -38,7 +38,6 @@ writes, the way MONAI Label reads label names (see :mod:`common.zoo.monailabel`)
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import json
 import logging
@@ -54,6 +53,7 @@ from monai.bundle.reference_resolver import ReferenceResolver
 import common
 from common.cli import command
 from common.paths import GENERATED_KEY
+from common.runs.identity import file_sha256
 from common.runs.workflow import WORKFLOW_NAME
 from common.zoo.monailabel import metadata_for_monailabel, written_label_names
 
@@ -305,14 +305,6 @@ def rename_package(source: str, package: str) -> str:
     return _replace_spans(source, edits)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_bundle(
     bundle_dir: str | Path, output_dir: str | Path, url_prefix: str = "", max_file_mb: float = MAX_FILE_MB, overwrite: bool = False,
     monailabel: bool = False,
@@ -353,7 +345,7 @@ def export_bundle(
         if not f.is_file():
             continue  # checkpoints/ stays behind: training state, not a shareable model
         if f.stat().st_size > max_file_mb * 1024**2:
-            large.append({"path": f"models/{f.name}", "url": f"{url_prefix.rstrip('/')}/{f.name}" if url_prefix else "", "hash_val": _sha256(f), "hash_type": "sha256"})
+            large.append({"path": f"models/{f.name}", "url": f"{url_prefix.rstrip('/')}/{f.name}" if url_prefix else "", "hash_val": file_sha256(f), "hash_type": "sha256"})
             continue
         (staging / "models").mkdir(exist_ok=True)
         shutil.copy2(f, staging / "models" / f.name)
