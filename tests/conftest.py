@@ -97,6 +97,31 @@ def run_bundle(
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_bundle_here(config_files: list[Path], overrides: dict) -> subprocess.CompletedProcess:
+    """:func:`run_bundle` in this test process, for tests where the process itself is not the point (no kill, signal,
+    torchrun, environment or working directory of its own): the same workflow, checks and log lines
+    (:func:`common.experiments.bundle_runs.run_bundle_in_process`) without a subprocess's interpreter and import start-up
+    (about 7 s of CPU a run on this machine). The result reads as a subprocess's: ``returncode`` 1 (or a ``SystemExit``'s
+    code) and the log, the error last, in ``stdout`` for a run that failed. File sizes memoised by an earlier run in this
+    process are forgotten first, as a new process would have none."""
+    import tempfile
+
+    from common.experiments.bundle_runs import run_bundle_in_process
+    from common.file_sizes import forget_sizes
+
+    forget_sizes()
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "run.log"
+        code, error = 0, ""
+        try:
+            run_bundle_in_process([str(f) for f in config_files], overrides, log)
+        except SystemExit as e:  # a command's one-line stop (common.runs.required)
+            code, error = (e.code if isinstance(e.code, int) else 1), f"{e}\n"
+        except Exception as e:  # noqa: BLE001 - the log holds its traceback; its last line, as a subprocess's stderr ends
+            code, error = 1, f"{type(e).__name__}: {e}\n"
+        return subprocess.CompletedProcess(["run_bundle_here", *map(str, config_files)], code, log.read_text() + error, "")
+
+
 def train_losses(out: str) -> list[float]:
     """The ``train_loss`` values a bundle run logged (StatsHandler lines), in order."""
     return [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", out)]

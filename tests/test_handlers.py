@@ -171,3 +171,25 @@ def test_validation_runs_every_interval_and_after_the_last_epoch(max_epochs, exp
     ValidationWithFinal(validator=evaluator, interval=3, epoch_level=True).attach(trainer)
     trainer.run(range(2), max_epochs=max_epochs)
     assert validated == expected
+
+
+def test_a_shared_writer_follows_its_folder_when_an_earlier_run_is_moved_aside(tmp_path):
+    """Two runs in one process (the evidence harness, ``--resume False`` moving the first run's outputs aside): the
+    second run's scalars go to a new event file in the folder it names, not into the moved one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from common.handlers.tensorboard import close_writers, shared_writer
+
+    log_dir = str(tmp_path / "tensorboard")
+    shared_writer(log_dir).add_scalar("loss", 1.0, 1)
+    shared_writer(log_dir).flush()
+    (tmp_path / "tensorboard").rename(tmp_path / "tensorboard.superseded")
+    writer = shared_writer(log_dir)
+    writer.add_scalar("loss", 2.0, 1)
+    close_writers()
+    values = []
+    for events in sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        values += [e.value for e in acc.Scalars("loss")]
+    assert values == [2.0] and len(list((tmp_path / "tensorboard.superseded").glob("events.*"))) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, TINY_SUBFORE, assert_ok, run_bundle
+from conftest import BUNDLES, TINY_SUBFORE, assert_ok, run_bundle, run_bundle_here
 from monai.bundle import ConfigParser
 from monai.optimizers import WarmupCosineSchedule
 
@@ -288,7 +288,7 @@ def test_pretraining_sequences(tmp_path, phantom_root):
     base = {**TINY_SUBFORE, "bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
             "num_steps": 4, "epoch_length": 2, "checkpoint_interval": 2, "image_interval": 100}
     run_dir = tmp_path / "runs" / "demo"
-    assert_ok(run_bundle(SUBFORE, base))
+    assert_ok(run_bundle_here(SUBFORE, base))
     model = run_dir / "models" / "model.pt"
     before = _sha(model)
 
@@ -305,28 +305,28 @@ def test_pretraining_sequences(tmp_path, phantom_root):
     from common.data import ensure_phantom_dataset
 
     other = ensure_phantom_dataset(tmp_path / "other", num_cases=2, num_validation=0, seed=123)  # the user's "own data"
-    result = run_bundle(SUBFORE, {**base, "dataset_dir": str(other)})
+    result = run_bundle_here(SUBFORE, {**base, "dataset_dir": str(other)})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "belongs to another run" in out and "cases: training: 8 -> 4 files" in out
     assert _sha(model) == before
 
-    result = run_bundle(SUBFORE, {**base, "feature_size": 24})
+    result = run_bundle_here(SUBFORE, {**base, "feature_size": 24})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "feature_size: 12 -> 24" in out and "size mismatch" not in out
     assert len(out.splitlines()) < 120 and _sha(model) == before
 
-    out = assert_ok(run_bundle(SUBFORE, {**base, "num_steps": 6}))
+    out = assert_ok(run_bundle_here(SUBFORE, {**base, "num_steps": 6}))
     assert "Continuing run" in out and re.search(r"Resumed from .*checkpoint_4\.pt at iteration 4", out)
     assert list_checkpoints(run_dir / "models" / "checkpoints")[-1][0] == 6
     assert json.loads((run_dir / "models" / "model.json").read_text())["training"]["iteration"] == 6
 
-    out = assert_ok(run_bundle(SUBFORE, {**base, "num_steps": 2, "feature_size": 24, "resume": False}))
+    out = assert_ok(run_bundle_here(SUBFORE, {**base, "num_steps": 2, "feature_size": 24, "resume": False}))
     aside = [p for p in run_dir.iterdir() if p.name.startswith("models.superseded-")]
     assert len(aside) == 1 and list_checkpoints(aside[0] / "checkpoints")[-1][0] == 6 and (aside[0] / "model.pt").is_file()
     assert "Resumed" not in out and list_checkpoints(run_dir / "models" / "checkpoints")[-1][0] == 2  # a new run from step 0
 
     # the paper configuration writes to the bundle's own models/, never into the demo's run
-    result = run_bundle([SUBFORE[0]], {**base, "num_steps": 1, "epoch_length": 1})
+    result = run_bundle_here([SUBFORE[0]], {**base, "num_steps": 1, "epoch_length": 1})
     assert "belongs to another run" not in result.stdout + result.stderr
     assert (tmp_path / "models" / "checkpoints" / RUN_RECORD).is_file()
 
@@ -335,7 +335,7 @@ def test_pretraining_sequences(tmp_path, phantom_root):
 def test_finetune_scratch_then_pretrained_does_not_reuse_the_scratch_run(tmp_path, phantom_root):
     base = {"bundle_root": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1,
             "num_workers": 0, "num_steps": 2, "epoch_length": 1, "val_interval": 1}
-    assert_ok(run_bundle(BTCV, base))
+    assert_ok(run_bundle_here(BTCV, base))
     run_dir = tmp_path / "runs" / "demo"
     best = json.loads((run_dir / "models" / "model.json").read_text())
     assert best["kind"] == "best model" and best["bundle"] == "btcv_finetune" and best["started_from"] is None
@@ -351,17 +351,17 @@ def test_finetune_scratch_then_pretrained_does_not_reuse_the_scratch_run(tmp_pat
     torch.save(encoder_state_dict(pre.get_parsed_content("network_def")), encoder)
     write_record(encoder, build_record(encoder, "encoder", "SwinUNETR", pre.get_parsed_content("preprocessing_settings")))
 
-    result = run_bundle(BTCV, {**base, "pretrained": str(encoder)})
+    result = run_bundle_here(BTCV, {**base, "pretrained": str(encoder)})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and re.search(r"pretrained:  -> sha256:[0-9a-f]{16}", out) and "Resumed" not in out
 
-    out = assert_ok(run_bundle(BTCV, {**base, "pretrained": str(encoder), "resume": False}))
+    out = assert_ok(run_bundle_here(BTCV, {**base, "pretrained": str(encoder), "resume": False}))
     assert "Resumed" not in out and "match its record" in out
     best = json.loads((run_dir / "models" / "model.json").read_text())
     assert best["started_from"]["pretrained"]["sha256"] == _sha(encoder)
 
     # preprocessing that differs from the weights' record is refused, and the override turns it into a warning
-    result = run_bundle(BTCV, {**base, "pretrained": str(encoder), "resume": False, "hu_window": [-1000.0, 1000.0]})
+    result = run_bundle_here(BTCV, {**base, "pretrained": str(encoder), "resume": False, "hu_window": [-1000.0, 1000.0]})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "weights HU window [-175.0, 250.0] -> [0.1, 1.0], this bundle HU window [-1000.0, 1000.0] -> [0.1, 1.0]" in out
     # the override turning the stop into a warning: test_contract_names_both_values_and_the_override (in-process)

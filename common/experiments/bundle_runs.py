@@ -77,6 +77,7 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
     """
     import gc
 
+    from common.handlers.tensorboard import close_writers
     from common.runs import BundleWorkflow
 
     handler = logging.FileHandler(log_file)
@@ -108,6 +109,7 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
                 if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
                     h.setStream(sys.stdout)
         handler.close()
+        close_writers()  # the run's event files are complete; a later run in this process opens its own
         gc.collect()  # the run's datasets and network: a sweep runs many
 
 

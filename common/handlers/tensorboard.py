@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -35,22 +36,34 @@ class _NullWriter:
 
 def shared_writer(log_dir: str):
     """One ``SummaryWriter`` per folder and process, shared by every handler writing there (one
-    event file per run instead of one per handler); closed at interpreter exit. Under DDP only
-    rank 0 writes (other ranks get a writer that discards), so a run has one event file."""
+    event file per run instead of one per handler); closed at interpreter exit or by :func:`close_writers`.
+    Under DDP only rank 0 writes (other ranks get a writer that discards), so a run has one event file.
+    A folder moved away since its writer opened (``--resume False`` moves an earlier run's outputs
+    aside) gets a new writer, so a second run in one process never writes into the moved folder."""
     from torch.utils.tensorboard import SummaryWriter
 
     if not is_main_process():
         return _NullWriter()
+    if log_dir in _WRITERS and not os.path.isdir(log_dir):
+        _close(_WRITERS.pop(log_dir))
     if log_dir not in _WRITERS:
         _WRITERS[log_dir] = SummaryWriter(log_dir=log_dir)
     return _WRITERS[log_dir]
 
 
 @atexit.register
-def _close_writers() -> None:
+def close_writers() -> None:
+    """Close every shared writer (a run in a process that runs several, e.g. the evidence harness, ends here)."""
     for w in _WRITERS.values():
-        w.close()
+        _close(w)
     _WRITERS.clear()
+
+
+def _close(writer: object) -> None:
+    try:
+        writer.close()
+    except Exception as e:  # noqa: BLE001 - its file was moved or deleted under it: what it held is written or lost either way
+        logger.warning(f"closing a TensorBoard writer failed ({type(e).__name__}: {e})")
 
 
 def reconstruction_panel(image: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, axis: int) -> np.ndarray:
