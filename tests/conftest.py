@@ -84,7 +84,9 @@ def free_port() -> int:
 def run_bundle(
     config_files: list[Path], overrides: dict, cwd: Path = REPO, env: dict | None = None, timeout: int = 600, torchrun: int = 0
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run`` (or torchrun with ``torchrun`` processes) and return the result."""
+    """Run ``python -m monai.bundle run`` (or torchrun with ``torchrun`` processes) and return the result: for tests where
+    the process is the point (kill, signals, torchrun, the command line's own output) and for long runs, whose 3D
+    convolutions use a second core when the other xdist worker waits; short runs use :func:`run_bundle_here`."""
     files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
     args = []
     for k, v in overrides.items():

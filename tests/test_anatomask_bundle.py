@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, run_bundle_here, tiny, train_losses
 from monai.bundle import ConfigParser
 
 from common.networks import load_pretrained
@@ -31,7 +31,7 @@ def check_run(root, out: str) -> None:
 def test_pretraining_on_phantoms_and_loading_downstream(tmp_path, phantom_root):
     root = tmp_path / "bundle"
     overrides = {**TINY, "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "pixdim": [4.0, 4.0, 4.0], "bundle_root": str(root)}
-    out = assert_ok(run_bundle([CONFIGS / "train.json"], overrides))
+    out = assert_ok(run_bundle_here([CONFIGS / "train.json"], overrides))
     check_run(root, out)
     info = json.loads((root / "models" / "encoder.json").read_text())
     assert info["network"]["class"] == "DynUNet" and info["training"]["num_encoder_tensors"] > 0
@@ -57,7 +57,7 @@ def test_pretraining_on_real_ct(tmp_path):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": str(ct)}]}))
     root = tmp_path / "bundle"
-    out = assert_ok(run_bundle([CONFIGS / "train.json"], {**TINY, "batch_size": 1, "datalist": str(datalist), "pixdim": [3.0, 3.0, 3.0], "bundle_root": str(root)}))
+    out = assert_ok(run_bundle_here([CONFIGS / "train.json"], {**TINY, "batch_size": 1, "datalist": str(datalist), "pixdim": [3.0, 3.0, 3.0], "bundle_root": str(root)}))
     check_run(root, out)
     ckpt = torch.load(sorted((root / "models" / "checkpoints").glob("*.pt"))[-1], map_location="cpu", weights_only=False)
     assert int(ckpt["model"]["steps_done"]) == TINY["num_steps"]  # the masking schedule resumes where it stopped

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLES, assert_ok, run_bundle
+from conftest import BUNDLES, assert_ok, run_bundle_here
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +28,17 @@ def brats_root(tmp_path_factory) -> Path:
 def test_one_tiny_epoch_then_evaluate_and_infer(tmp_path, brats_root):
     o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1,
          "num_steps": 2, "epoch_length": 2, "num_workers": 0}
-    out = assert_ok(run_bundle([TRAIN, DEMO], o))
+    out = assert_ok(run_bundle_here([TRAIN, DEMO], o))
     assert "embedded synthetic brain-tumour MRI phantoms" in out
     summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
     assert set(summary["metrics"]["val_mean_dice"]["per_class"]) == {"TC", "WT", "ET"}
     assert (tmp_path / "models" / "model.pt").is_file()
 
-    assert_ok(run_bundle([TRAIN, DEMO, EVALUATE], o))
+    assert_ok(run_bundle_here([TRAIN, DEMO, EVALUATE], o))
     assert (tmp_path / "eval" / "evaluation_metrics.csv").read_text().splitlines()[0] == "case,metric,TC,WT,ET,mean"
 
     inf = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(brats_root), "num_phantoms": 3, "num_phantom_validation": 1, "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE, DEMO], inf))
+    assert_ok(run_bundle_here([INFERENCE, DEMO], inf))
     src = nib.load(next(brats_root.glob("*/imagesTr/BRATS_phantom_002.nii.gz")))
     pred = nib.load(tmp_path / "eval" / "predictions" / "BRATS_phantom_002_seg.nii.gz")
     assert pred.shape == src.shape[:3] and np.allclose(pred.affine, src.affine)
@@ -53,7 +53,7 @@ def test_single_sequence_mri_is_refused_with_the_file_name(tmp_path, brats_root)
     datalist = tmp_path / "datalist.json"
     entry = {"image": str(t1_only), "label": str(case / "labelsTr" / "BRATS_phantom_000.nii.gz")}
     datalist.write_text(json.dumps({"training": [entry], "validation": [entry]}))
-    result = run_bundle([TRAIN, DEMO], {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "num_steps": 1, "epoch_length": 1})
+    result = run_bundle_here([TRAIN, DEMO], {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "num_steps": 1, "epoch_length": 1})
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert "image has 1 channel(s) but the bundle expects 4 (FLAIR, T1w, T1gd, T2w; one 4D file or a list of files in that order)" in out
@@ -81,10 +81,10 @@ def test_brats_2013_recipe_flair_and_t1c_from_separate_files(tmp_path, brats_roo
     datalist.write_text(json.dumps({"training": cases[:-1], "validation": cases[-1:]}))
     o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0, "num_steps": 2, "epoch_length": 2,
          "in_channels": 2, "channel_names": ["FLAIR", "T1gd"], "label_scheme": "brats2013_2017"}
-    assert_ok(run_bundle([TRAIN, DEMO], o))
+    assert_ok(run_bundle_here([TRAIN, DEMO], o))
     summary = json.loads((tmp_path / "eval" / "validation_summary.json").read_text())
     assert set(summary["metrics"]["val_mean_dice"]["per_class"]) == {"TC", "WT", "ET"}
-    assert_ok(run_bundle([INFERENCE, DEMO], {k: v for k, v in o.items() if k not in ("num_steps", "epoch_length")}))
+    assert_ok(run_bundle_here([INFERENCE, DEMO], {k: v for k, v in o.items() if k not in ("num_steps", "epoch_length")}))
     pred = nib.load(next((tmp_path / "eval" / "predictions").glob("*_seg.nii.gz")))
     src = nib.load(cases[-1]["image"][0])
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)

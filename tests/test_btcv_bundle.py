@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from bad_cases import write_bad_dataset
-from conftest import BUNDLES, assert_ok, real_data, run_bundle
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, run_bundle_here
 from monai.bundle import ConfigParser
 
 from common.networks import PretrainedLoadError, encoder_state_dict, load_pretrained
@@ -36,7 +36,7 @@ def phantom_overrides(tmp_path: Path, phantom_root: Path, **extra) -> dict:
 
 def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     o = phantom_overrides(tmp_path, phantom_root, num_steps=4, epoch_length=2)
-    out = assert_ok(run_bundle([TRAIN, DEMO], o))
+    out = assert_ok(run_bundle_here([TRAIN, DEMO], o))
     assert "embedded synthetic CT phantoms" in out and "No pretrained weights given" in out
     models = tmp_path / "models"
     assert (models / "model.pt").is_file()
@@ -46,7 +46,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert ckpt["best_model"]["best"] == pytest.approx(best["value"])  # the best score resumes with the run
 
     # rerun with a longer schedule: resumes at iteration 4 with the best score restored from the checkpoint
-    out = assert_ok(run_bundle([TRAIN, DEMO], {**o, "num_steps": 6}))
+    out = assert_ok(run_bundle_here([TRAIN, DEMO], {**o, "num_steps": 6}))
     assert re.search(r"Resumed from .*checkpoint_4\.pt at iteration 4", out) and "Epoch: 1/" not in out
     best2 = json.loads((models / "best_metric.json").read_text())
     assert best2["value"] >= best["value"] and torch.load(models / "checkpoints" / "checkpoint_6.pt", weights_only=True)["best_model"]["best"] == pytest.approx(best2["value"])
@@ -57,7 +57,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert list(rows[0])[2:-1] == CLASSES
 
     # evaluate.json: the saved model on the validation cases, per-case/per-class CSV + JSON summary
-    out = assert_ok(run_bundle([TRAIN, DEMO, EVALUATE], o))
+    out = assert_ok(run_bundle_here([TRAIN, DEMO, EVALUATE], o))
     summary = json.loads((tmp_path / "eval" / "evaluation_summary.json").read_text())
     assert summary["num_cases"] == 1 and summary["cases"] == ["phantom_004"]
     assert set(summary["metrics"]) == {"val_mean_dice", "val_nsd"}
@@ -67,7 +67,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     # inference.json: label maps in the input's own grid and orientation (the phantoms are stored LPS/LAS/...)
     # demo.json sizes inference.json's network and spacing exactly as it did training's
     inf = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE, DEMO], inf))
+    assert_ok(run_bundle_here([INFERENCE, DEMO], inf))
     src = nib.load(next((phantom_root).glob("*/imagesTr/phantom_004.nii.gz")))
     pred_path = tmp_path / "eval" / "predictions" / "phantom_004_seg.nii.gz"
     pred = nib.load(pred_path)
@@ -90,7 +90,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     by = {e["image"].split("/")[-1].removesuffix(".nii.gz"): e for e in bad}
     datalist = tmp_path / "bad" / "mixed.json"
     datalist.write_text(json.dumps({"validation": [by["good_0"], by["air"], by["nan"], by["truncated"], by["good_1"]]}))
-    result = run_bundle([INFERENCE, DEMO], {**inf, "datalist": str(datalist)})
+    result = run_bundle_here([INFERENCE, DEMO], {**inf, "datalist": str(datalist)})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "3 case(s) failed" in out
     failed = json.loads((tmp_path / "eval" / "predictions" / "failed_cases.json").read_text())["failures"]
@@ -101,7 +101,7 @@ def test_train_evaluate_infer_on_phantoms(tmp_path, phantom_root):
     assert pred_path.is_file()  # earlier outputs are still there
     datalist.write_text(json.dumps({"validation": [by["truncated"], by["good_1"], by["labels"]]}))
     (tmp_path / "eval" / "predictions" / "good_1_seg.nii.gz").unlink()
-    result = run_bundle([INFERENCE, DEMO], {**inf, "datalist": str(datalist), "preflight": False})
+    result = run_bundle_here([INFERENCE, DEMO], {**inf, "datalist": str(datalist), "preflight": False})
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "1 case(s) failed" in out and "cannot read image file" in out and "truncated.nii.gz" in out
     assert (tmp_path / "eval" / "predictions" / "good_1_seg.nii.gz").is_file() and (tmp_path / "eval" / "predictions" / "labels_seg.nii.gz").is_file()
@@ -160,7 +160,7 @@ def test_fine_tuning_on_real_ct_learns_organs_and_predicts_in_input_space(tmp_pa
     assert liver > 0.35 and dice[-1] > dice[0] + 0.03, (dice, liver)
 
     inf = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "datalist": str(datalist), "num_workers": 0}
-    assert_ok(run_bundle([INFERENCE, DEMO], inf))
+    assert_ok(run_bundle_here([INFERENCE, DEMO], inf))
     src = nib.load(ct)
     pred = nib.load(tmp_path / "eval" / "predictions" / "example_ct_seg.nii.gz")
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine) and nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, run_bundle_here, tiny, train_losses
 from monai.bundle import ConfigParser
 
 from common.retrieval import EmbeddingIndex, RetrievalError, embed_scan, pending_cases
@@ -35,7 +35,7 @@ def pretrained(tmp_path_factory, phantom_root) -> Path:
     overrides = {**TINY_ENCODER, **TINY_DATA, "crop_size": [16, 32, 32], "num_crops": 4, "batch_size": 2, "num_steps": 24, "epoch_length": 8,
                  "view_transforms#reference#transforms": [{"_target_": "RandAxisFlip", "prob": 0.5}],
                  "learning_rate": 0.001, "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root)}
-    out = assert_ok(run_bundle(configs("ctfm_pretrain", "train.json"), overrides))
+    out = assert_ok(run_bundle_here(configs("ctfm_pretrain", "train.json"), overrides))
     seen = train_losses(out)
     assert len(seen) == 24, out[-3000:]
     chance = math.log(2 * 4 - 1)  # NT-Xent of views no better than the other 2K - 2 views of the scan
@@ -50,15 +50,15 @@ def test_segmentation_from_the_pretrained_encoder(tmp_path, phantom_root, pretra
     root = tmp_path / "seg"
     common = {**TINY_ENCODER, **TINY_DATA, "roi_size": [32, 32, 32], "num_steps": 6, "epoch_length": 6, "val_interval": 1,
               "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root)}
-    out = assert_ok(run_bundle(configs("ctfm_segmentation", "train.json"), {**common, "pretrained": str(pretrained)}))
+    out = assert_ok(run_bundle_here(configs("ctfm_segmentation", "train.json"), {**common, "pretrained": str(pretrained)}))
     n_encoder = len(torch.load(pretrained, weights_only=True))
     assert f"loaded {n_encoder} tensors" in out  # every exported encoder tensor went into SegResNetDS
     assert len(train_losses(out)) == 6 and "val_mean_dice" in out
     assert (root / "models" / "model.pt").is_file()
-    out = assert_ok(run_bundle(configs("ctfm_segmentation", "train.json", "evaluate.json"), common))
+    out = assert_ok(run_bundle_here(configs("ctfm_segmentation", "train.json", "evaluate.json"), common))
     with open(root / "eval" / "evaluation_metrics.csv") as f:
         assert len(list(csv.reader(f))) >= 2
-    assert_ok(run_bundle(configs("ctfm_segmentation", "inference.json"), {k: v for k, v in common.items() if k in ("pixdim", "roi_size", "num_workers", "phantom_dir", "num_phantoms", "num_phantom_validation", "bundle_root", *TINY_ENCODER)}))
+    assert_ok(run_bundle_here(configs("ctfm_segmentation", "inference.json"), {k: v for k, v in common.items() if k in ("pixdim", "roi_size", "num_workers", "phantom_dir", "num_phantoms", "num_phantom_validation", "bundle_root", *TINY_ENCODER)}))
     assert len(list((root / "eval" / "predictions").glob("*_seg.nii.gz"))) == 1
 
 
@@ -66,14 +66,14 @@ def test_classification_from_the_pretrained_encoder(tmp_path, pretrained):
     root = tmp_path / "clf"
     common = {**TINY_ENCODER, **TINY_DATA, "spatial_size": [32, 48, 48], "batch_size": 2, "num_steps": 4, "epoch_length": 4, "val_interval": 1,
               "phantom_dir": str(tmp_path.parent / "triage_phantoms"), "num_phantoms": 6, "num_phantom_validation": 2, "bundle_root": str(root)}
-    out = assert_ok(run_bundle(configs("ctfm_classification", "train.json"), {**common, "pretrained": str(pretrained)}))
+    out = assert_ok(run_bundle_here(configs("ctfm_classification", "train.json"), {**common, "pretrained": str(pretrained)}))
     assert "(1 adapted from 1 to more input channels)" in out  # the CT stem spread over the 4 windows
     assert len(train_losses(out)) == 4 and "val_auc" in out and "val_f1" in out
-    assert_ok(run_bundle(configs("ctfm_classification", "train.json", "evaluate.json"), common))
+    assert_ok(run_bundle_here(configs("ctfm_classification", "train.json", "evaluate.json"), common))
     metrics = dict(csv.reader(open(root / "eval" / "evaluation" / "metrics.csv")))
     assert {"val_auc", "val_f1", "val_accuracy"} <= set(metrics) and 0.0 <= float(metrics["val_f1"]) <= 1.0
     infer = {k: common[k] for k in ("pixdim", "spatial_size", "phantom_dir", "num_phantoms", "num_phantom_validation", "bundle_root", *TINY_ENCODER)}
-    assert_ok(run_bundle(configs("ctfm_classification", "inference.json"), {**infer, "num_workers": 0}))
+    assert_ok(run_bundle_here(configs("ctfm_classification", "inference.json"), {**infer, "num_workers": 0}))
     rows = list(csv.reader(open(root / "eval" / "predictions" / "probabilities.csv")))
     assert len(rows) == 2 and all(0.0 <= float(r[1]) <= 1.0 for r in rows)
 
@@ -82,14 +82,14 @@ def test_retrieval_index_resume_and_queries(tmp_path, phantom_root, pretrained):
     root = tmp_path / "retrieval"
     common = {**TINY_ENCODER, "pixdim": [4.0, 4.0, 4.0], "patch_size": [16, 32, 32], "num_workers": 0, "pretrained": str(pretrained),
               "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root), "save_every": 1}
-    assert_ok(run_bundle(configs("ctfm_retrieval", "inference.json"), {**common, "datalist_keys": ["validation"]}))  # 1 case
-    out = assert_ok(run_bundle(configs("ctfm_retrieval", "inference.json"), {**common, "datalist_keys": ["training", "validation"]}))
+    assert_ok(run_bundle_here(configs("ctfm_retrieval", "inference.json"), {**common, "datalist_keys": ["validation"]}))  # 1 case
+    out = assert_ok(run_bundle_here(configs("ctfm_retrieval", "inference.json"), {**common, "datalist_keys": ["training", "validation"]}))
     assert "already holds 1 cases; 4 left to embed" in out  # a grown (or interrupted) index resumes
     index = EmbeddingIndex.load(root / "eval" / "embeddings.pt")
     assert len(index) == 5 and index.embeddings.shape == (5, 128) and index.settings["reduce"] == "min"
     image = index.sources[2]
-    out = assert_ok(run_bundle(configs("ctfm_retrieval", "inference.json", "query.json"),
-                               {**common, "query_images": [image], "query_cases": [index.case_ids[0]], "top_k": 3, "results_path": str(root / "hits.csv")}))
+    out = assert_ok(run_bundle_here(configs("ctfm_retrieval", "inference.json", "query.json"),
+                                    {**common, "query_images": [image], "query_cases": [index.case_ids[0]], "top_k": 3, "results_path": str(root / "hits.csv")}))
     rows = list(csv.DictReader(open(root / "hits.csv")))
     assert [r["rank"] for r in rows] == ["1", "2", "3"] * 2
     assert rows[0]["query"] == index.case_ids[0] and rows[0]["case_id"] != index.case_ids[0]  # a case query leaves itself out

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle
+from conftest import BUNDLES, assert_ok, real_data, run_bundle_here
 from dicom_series import SCANNER_QUIRKS, write_ct_series, write_scanner_series
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
@@ -192,7 +192,7 @@ def test_inference_on_a_scanners_series_writes_nifti_in_its_geometry_and_dicom_s
     (tmp_path / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "models" / "model.pt")
     o = {"bundle_root": str(tmp_path), "run_dir": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "num_workers": 0, "dicom_seg": True}
-    out = assert_ok(run_bundle([CONFIGS / "inference.json", CONFIGS / "demo.json"], o))
+    out = assert_ok(run_bundle_here([CONFIGS / "inference.json", CONFIGS / "demo.json"], o))
     assert "1 DICOM series folders" in out  # found by dataset_dir discovery
     pred = nib.load(tmp_path / "eval" / "predictions" / "CT_SERIES_seg.nii.gz")
     series = LoadImage(image_only=True)(str(folder))  # the NIfTI prediction is in the series' geometry as read

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, real_data, run_bundle, train_losses, tiny
+from conftest import BUNDLES, assert_ok, real_data, run_bundle, run_bundle_here, tiny, train_losses
 
 pytestmark = pytest.mark.slow
 
@@ -54,22 +54,22 @@ def test_other_network_and_data_pairs_train(network, data, tmp_path, phantom_roo
         source = real_ct_datalist(tmp_path)
     configs = [CONFIGS / "train.json"] + ([CONFIGS / "segresnet.json"] if network == "segresnet" else [])
     tiny = TINY_SEGRESNET if network == "segresnet" else TINY_UNETR
-    out = assert_ok(run_bundle(configs, {**tiny, **RUN, **source, "bundle_root": str(root)}))
+    out = assert_ok(run_bundle_here(configs, {**tiny, **RUN, **source, "bundle_root": str(root)}))
     check_training(root, out)
 
 
 def test_unetr_on_phantoms_trains_evaluates_and_infers(tmp_path, phantom_root):
     root = tmp_path / "bundle"
     data = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "pixdim": [4.0, 4.0, 4.0]}
-    out = assert_ok(run_bundle([CONFIGS / "train.json"], {**TINY_UNETR, **RUN, **data, "bundle_root": str(root)}))
+    out = assert_ok(run_bundle_here([CONFIGS / "train.json"], {**TINY_UNETR, **RUN, **data, "bundle_root": str(root)}))
     check_training(root, out)
     assert "train/context" in out and "train/ema_momentum" in out
 
-    assert_ok(run_bundle([CONFIGS / "train.json", CONFIGS / "evaluate.json"], {**TINY_UNETR, **RUN, **data, "bundle_root": str(root), "eval_model": "teacher"}))
+    assert_ok(run_bundle_here([CONFIGS / "train.json", CONFIGS / "evaluate.json"], {**TINY_UNETR, **RUN, **data, "bundle_root": str(root), "eval_model": "teacher"}))
     summary = json.loads((root / "eval" / "evaluation_summary.json").read_text())
     assert "val_mean_dice" in json.dumps(summary)
 
-    assert_ok(run_bundle([CONFIGS / "inference.json"], {**TINY_UNETR, **{k: RUN[k] for k in ("roi_size", "num_workers", "sw_batch_size", "sw_overlap")}, **data, "bundle_root": str(root)}))
+    assert_ok(run_bundle_here([CONFIGS / "inference.json"], {**TINY_UNETR, **{k: RUN[k] for k in ("roi_size", "num_workers", "sw_batch_size", "sw_overlap")}, **data, "bundle_root": str(root)}))
     assert sorted(p.name for p in (root / "eval" / "predictions").glob("*.nii.gz")) == ["phantom_004_seg.nii.gz"]
 
 
@@ -77,9 +77,9 @@ def test_segresnet_on_real_ct_with_input_masking(tmp_path):
     root = tmp_path / "bundle"
     overrides = {**TINY_SEGRESNET, **RUN, **real_ct_datalist(tmp_path), "bundle_root": str(root)}
     configs = [CONFIGS / "train.json", CONFIGS / "segresnet.json"]
-    out = assert_ok(run_bundle(configs, overrides))
+    out = assert_ok(run_bundle_here(configs, overrides))
     check_training(root, out)
-    assert_ok(run_bundle([*configs, CONFIGS / "evaluate.json"], overrides))
+    assert_ok(run_bundle_here([*configs, CONFIGS / "evaluate.json"], overrides))
     rows = (root / "eval" / "evaluation_metrics.csv").read_text().splitlines()
     assert len(rows) >= 2 and "spleen" in rows[0]
 

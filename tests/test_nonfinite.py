@@ -73,7 +73,7 @@ def test_bundle_stops_on_a_nan_scan_and_can_skip_it(tmp_path):
 
     import nibabel as nib
     import numpy as np
-    from conftest import BUNDLES, assert_ok, run_bundle
+    from conftest import BUNDLES, assert_ok, run_bundle_here
 
     rng = np.random.default_rng(0)
     files = []
@@ -90,10 +90,10 @@ def test_bundle_stops_on_a_nan_scan_and_can_skip_it(tmp_path):
     configs = [BUNDLES / "ctfm_pretrain" / "configs" / "train.json"]
     # with the pre-flight check on, the NaN scan is named before training (test_bad_input_matrix, "nan", ctfm_pretrain)
     overrides["preflight"] = False  # let the NaNs reach training: the loss guard's turn
-    stopped = run_bundle(configs, {**overrides, "bundle_root": str(tmp_path / "stop")})
+    stopped = run_bundle_here(configs, {**overrides, "bundle_root": str(tmp_path / "stop")})
     assert stopped.returncode != 0 and "non-finite training loss" in stopped.stdout + stopped.stderr
     assert not (tmp_path / "stop" / "models" / "model.pt").exists()  # nothing written from a poisoned step
-    out = assert_ok(run_bundle(configs, {**overrides, "bundle_root": str(tmp_path / "skip"), "on_nonfinite_loss": "skip"}))
+    out = assert_ok(run_bundle_here(configs, {**overrides, "bundle_root": str(tmp_path / "skip"), "on_nonfinite_loss": "skip"}))
     assert out.count("step skipped") == 2
     weights = torch.load(tmp_path / "skip" / "models" / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())

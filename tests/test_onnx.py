@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, assert_ok, run_bundle
+from conftest import BUNDLES, assert_ok, run_bundle_here
 from monai.bundle import ConfigParser
 
 from common.networks.onnx_runtime import OnnxRuntimeNetwork
@@ -59,9 +59,9 @@ def test_inference_onnx_json_writes_the_same_label_map_as_pytorch(tmp_path, phan
     export_onnx(BUNDLES / "btcv_finetune", weights=str(tmp_path / "torch" / "models" / "model.pt"), output=tmp_path / "onnx" / "models" / "model.onnx",
                 configs=["demo.json"])
     data = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_workers": 0}
-    assert_ok(run_bundle([cfg / "inference.json", cfg / "demo.json"], {"bundle_root": str(tmp_path), "run_dir": str(tmp_path / "torch"), **data}))
-    out = assert_ok(run_bundle([cfg / "inference.json", cfg / "demo.json", cfg / "inference_onnx.json"],
-                               {"bundle_root": str(tmp_path), "run_dir": str(tmp_path / "onnx"), **data}))
+    assert_ok(run_bundle_here([cfg / "inference.json", cfg / "demo.json"], {"bundle_root": str(tmp_path), "run_dir": str(tmp_path / "torch"), **data}))
+    out = assert_ok(run_bundle_here([cfg / "inference.json", cfg / "demo.json", cfg / "inference_onnx.json"],
+                                    {"bundle_root": str(tmp_path), "run_dir": str(tmp_path / "onnx"), **data}))
     assert "running in ONNX Runtime (CPUExecutionProvider)" in out
     [ref] = (tmp_path / "torch" / "eval" / "predictions").glob("*_seg.nii.gz")
     got = tmp_path / "onnx" / "eval" / "predictions" / ref.name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, TINY_SUBFORE, assert_ok, real_data, run_bundle
+from conftest import BUNDLES, TINY_SUBFORE, assert_ok, real_data, run_bundle, run_bundle_here
 from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose
 from monai.utils import set_determinism
@@ -68,7 +68,7 @@ def event_tags(log_dir: Path) -> set[str]:
 
 def test_pretraining_on_phantoms_learns_writes_outputs_and_resumes(tmp_path, phantom_root):
     o = overrides(tmp_path, phantom_root)
-    out = assert_ok(run_bundle([TRAIN], o))
+    out = assert_ok(run_bundle_here([TRAIN], o))
     assert "embedded synthetic CT phantoms" in out
 
     models = tmp_path / "models"
@@ -88,7 +88,7 @@ def test_pretraining_on_phantoms_learns_writes_outputs_and_resumes(tmp_path, pha
     assert after < 0.8 * before, (before, after)
 
     # a second run with a longer schedule resumes from the newest checkpoint (iteration 8)
-    out2 = assert_ok(run_bundle([TRAIN], {**o, "num_steps": 12}))
+    out2 = assert_ok(run_bundle_here([TRAIN], {**o, "num_steps": 12}))
     assert re.search(r"Resumed from .*checkpoint_8\.pt at iteration 8", out2)
     assert "Epoch: 1/" not in out2 and "Epoch: 3/3, Iter: 4/4" in out2
     assert (models / "checkpoints" / "checkpoint_12.pt").is_file()
@@ -112,7 +112,7 @@ def test_pretraining_on_real_ct_reduces_loss(tmp_path):
 def test_datalist_naming_a_missing_file_stops_with_its_path(tmp_path):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": "scans/not_there_001.nii.gz"}]}))
-    r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist)))
+    r = run_bundle_here([TRAIN], overrides(tmp_path, datalist=str(datalist)))
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"image file does not exist: {tmp_path / 'scans' / 'not_there_001.nii.gz'}" in out and "nothing was trained" in out
@@ -127,7 +127,7 @@ def test_corrupt_nifti_stops_with_its_path(tmp_path, phantom_root):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": str(good)}, {"image": str(corrupt)}]}))
     # the pre-flight check's message for it is tested in-process (test_preflight, test_bad_input_matrix: "truncated")
-    r = run_bundle([TRAIN], overrides(tmp_path, datalist=str(datalist), preflight=False))  # caught at loading without the check
+    r = run_bundle_here([TRAIN], overrides(tmp_path, datalist=str(datalist), preflight=False))  # caught at loading without the check
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"cannot read image file '{corrupt}'" in out
