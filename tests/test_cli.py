@@ -43,7 +43,7 @@ def test_a_bundle_run_with_a_typo_stops_before_training(tmp_path):
     assert not (tmp_path / "models").exists()  # nothing was started or written
 
 
-def test_the_collections_commands_read_overrides_as_monai_bundle_run_does(capsys):
+def test_the_collections_commands_read_overrides_as_monai_bundle_run_does(capsys, phantom_root):
     """``python -m common.data.check`` and ``common.data.preprocess`` read their command lines with Python Fire, as
     ``monai.bundle run`` does, and refuse what its workflow refuses (status 2, nothing read or written)."""
     from common.data import check, preprocess
@@ -54,3 +54,6 @@ def test_the_collections_commands_read_overrides_as_monai_bundle_run_does(capsys
     assert "write --resume False" in capsys.readouterr().err
     assert command(preprocess.main, ["--config_file", str(TRAIN.with_name("nope.json"))]) == 2
     assert "no such file" in capsys.readouterr().err
+    phantoms = ["--phantom_dir", str(phantom_root), "--num_phantoms", "5", "--num_phantom_validation", "1"]
+    assert command(check.main, ["--config_file", str(TRAIN), "--keys", "validation", *phantoms]) == 0  # one list: a name, not its letters
+    assert "All 1 cases (validation) are usable." in capsys.readouterr().out

@@ -40,12 +40,12 @@ def main(config_file: str | Sequence[str], keys: Sequence[str] | None = None, re
 
     Args:
         config_file: the bundle's config file, or a list of them merged in order (``"['train.json','demo.json']"``).
-        keys: datalist lists to check (default: every list the bundle uses).
+        keys: a datalist list to check, or a list of them (default: every list the bundle uses).
         report: also write the full report as JSON here.
         overrides: config overrides (``--datalist /data/datalist.json``), checked as ``monai.bundle run``'s workflow checks them.
     """
     source, used = bundle_source(config_file, overrides)
-    keys = list(keys or used)
+    keys = [keys] if isinstance(keys, str) else list(keys or used)
     try:
         found = source.report(keys)
     except DatalistError as e:

@@ -128,10 +128,10 @@ def main(bundle: str, weights: str | None = None, output: str | None = None, con
         bundle: the bundle folder.
         weights: weights file (default ``<bundle>/models/model.pt``; ``''`` for random initialisation).
         output: the ``.onnx`` file (default ``<bundle>/models/model.onnx``).
-        configs: config overlays of the bundle (``"['demo.json']"`` for the demo network).
+        configs: a config overlay of the bundle, or a list of them (``demo.json`` for the demo network).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    print(json.dumps(export_onnx(bundle, weights, output, list(configs)), indent=1))
+    print(json.dumps(export_onnx(bundle, weights, output, [configs] if isinstance(configs, str) else list(configs)), indent=1))
     return 0
 
 

@@ -43,8 +43,8 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
