@@ -104,14 +104,11 @@ def run_bundle_here(config_files: list[Path], overrides: dict) -> subprocess.Com
     torchrun, environment or working directory of its own): the same workflow, checks and log lines
     (:func:`common.experiments.bundle_runs.run_bundle_in_process`) without a subprocess's interpreter and import start-up
     (about 7 s of CPU a run on this machine). The result reads as a subprocess's: ``returncode`` 1 (or a ``SystemExit``'s
-    code) and the log, the error last, in ``stdout`` for a run that failed. File sizes memoised by an earlier run in this
-    process are forgotten first, as a new process would have none."""
+    code) and the log, the error last, in ``stdout`` for a run that failed."""
     import tempfile
 
     from common.experiments.bundle_runs import run_bundle_in_process
-    from common.file_sizes import forget_sizes
 
-    forget_sizes()
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "run.log"
         code, error = 0, ""

@@ -40,3 +40,19 @@ def test_in_process_run_equals_the_subprocess_run_and_is_reused(tmp_path, phanto
     # an override naming no config id stops an in-process run as `monai.bundle run` stops it
     with pytest.raises(RuntimeError, match="--num_stepz: no such key"):
         run("typo", True, {"num_stepz": 3})
+
+
+def test_a_run_in_this_process_sees_files_as_a_new_process_would(tmp_path):
+    """File sizes are asked once per process (``common.file_sizes``); a run in this process asks again, so a dataset file
+    changed since an earlier run here is identified by its new size, as ``monai.bundle run`` would identify it."""
+    from common.file_sizes import file_size
+
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"x" * 10)
+    assert file_size(scan) == 10
+    scan.write_bytes(b"x" * 20)
+    assert file_size(scan) == 10  # memoised in this process
+    with pytest.raises(Exception, match="--num_stepz: no such key"):  # stops before anything is built
+        bundle_runs.run_bundle_in_process([str(REPO / "bundles" / "btcv_finetune" / "configs" / "train.json")], {"num_stepz": 3},
+                                          tmp_path / "run.log")
+    assert file_size(scan) == 20

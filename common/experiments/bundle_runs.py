@@ -74,11 +74,16 @@ def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -
     The collection's workflow (:class:`common.runs.BundleWorkflow`) checks the overrides (an override
     naming no config id stops the run) and checks the run identity, as ``--workflow_name`` gives them to
     ``monai.bundle run``. The bundle's ``logging.conf`` is not applied (it would replace this process's handlers).
+    Process-wide state a new process would not have is reset around the run: memoised file sizes before it, shared
+    TensorBoard writers after it.
     """
     import gc
 
+    from common.file_sizes import forget_sizes
     from common.handlers.tensorboard import close_writers
     from common.runs import BundleWorkflow
+
+    forget_sizes()  # sizes a new process would ask again: the files may have changed since an earlier run here
 
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
