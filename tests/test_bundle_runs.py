@@ -56,3 +56,12 @@ def test_a_run_in_this_process_sees_files_as_a_new_process_would(tmp_path):
         bundle_runs.run_bundle_in_process([str(REPO / "bundles" / "btcv_finetune" / "configs" / "train.json")], {"num_stepz": 3},
                                           tmp_path / "run.log")
     assert file_size(scan) == 20
+
+
+def test_a_one_line_stop_fails_the_in_process_run_not_the_harness(tmp_path):
+    """A config that stops with ``SystemExit`` (inference before training: :func:`common.runs.require_file`) fails that
+    run with its message, as a subprocess's exit status would, instead of ending the process running the harness."""
+    configs = REPO / "bundles" / "btcv_finetune" / "configs"
+    with pytest.raises(RuntimeError, match="no trained weights at .*model.pt"):
+        bundle_runs.run_bundle([str(configs / "inference.json"), str(configs / "demo.json")], {"run_dir": str(tmp_path / "run")},
+                               tmp_path / "run.log", tmp_path / "run" / "eval" / "predictions", in_process=True)

@@ -49,7 +49,7 @@ def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path
         try:
             run_bundle_in_process(files, args, log_file)
             code: int | str = 0
-        except Exception as e:  # reported with the log below, as a failed subprocess is
+        except (Exception, SystemExit) as e:  # reported with the log below, as a failed subprocess is (SystemExit: a one-line stop)
             code = f"{type(e).__name__}: {e}"
     else:
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", json.dumps([str(f) for f in files])]
