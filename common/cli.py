@@ -37,16 +37,18 @@ def _default(parser: Any, key: str) -> Any:
         return None
 
 
-def check_overrides(files: Sequence[str], overrides: Mapping[str, Any], tracking: bool = False) -> None:
+def check_overrides(files: Sequence[str], overrides: Mapping[str, Any], tracking: bool = False, parser: Any = None) -> None:
     """Raise :class:`CommandLineError` for overrides naming no config id, or a lower-case boolean string.
 
     ``overrides`` as ``monai.bundle run`` hands them to the workflow (Python Fire has parsed them: ``--resume false``
     arrives as the string ``'false'``). ``tracking``: MONAI's tracking settings read their own keys (``experiment_name``, ...).
+    ``parser``: a ``ConfigParser`` that has already read ``files`` (and no overrides), to save reading them again.
     """
-    from monai.bundle import ConfigParser
+    if parser is None:
+        from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(list(files))
+        parser = ConfigParser()
+        parser.read_config(list(files))
     problems = []
     known = [k for k in parser.get() if isinstance(k, str)]
     allowed = set(RUN_ARGS)
@@ -80,6 +82,13 @@ def config_file_list(config_file: str | Sequence[str]) -> list[str]:
     return [str(f) for f in config_file]
 
 
+def value_list(value: str | Sequence[str] | None) -> list[str]:
+    """A command-line option that takes one name or a list of them, as a list: Fire hands a single value as a string."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def read_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any]) -> Any:
     """A ``ConfigParser`` of the config files merged in order, ``overrides`` checked (:func:`check_overrides`) and applied:
     what the collection's commands other than ``monai.bundle run`` (pre-flight check, preprocessing) read a bundle with."""
@@ -88,9 +97,9 @@ def read_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
     files = config_file_list(config_file)
     if missing := [f for f in files if not Path(f).is_file()]:
         raise CommandLineError(f"--config_file: no such file {', '.join(missing)}")
-    check_overrides(files, overrides)
     parser = ConfigParser()
     parser.read_config(files)
+    check_overrides(files, overrides, parser=parser)
     parser.update(dict(overrides))
     return parser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import BUNDLES, run_bundle
 
-from common.cli import CommandLineError, check_overrides, command, config_file_list, format_override
+from common.cli import CommandLineError, check_overrides, command, config_file_list, format_override, value_list
 from common.runs import BundleWorkflow
 
 TRAIN = BUNDLES / "btcv_finetune" / "configs" / "train.json"
@@ -15,6 +15,7 @@ def test_override_values_and_config_file_lists():
     assert [format_override(v) for v in (True, None, [1, 2], "x", 0.5)] == ["True", "None", "[1, 2]", "x", "0.5"]
     assert config_file_list(["a.json", "b.json"]) == ["a.json", "b.json"] and config_file_list("a.json,b.json") == ["a.json", "b.json"]
     assert config_file_list(str(TRAIN)) == [str(TRAIN)]
+    assert value_list("validation") == ["validation"] and value_list(("a", "b")) == ["a", "b"] and value_list(None) == []
 
 
 def test_unknown_keys_and_string_booleans_are_refused(monkeypatch):
@@ -57,3 +58,5 @@ def test_the_collections_commands_read_overrides_as_monai_bundle_run_does(capsys
     phantoms = ["--phantom_dir", str(phantom_root), "--num_phantoms", "5", "--num_phantom_validation", "1"]
     assert command(check.main, ["--config_file", str(TRAIN), "--keys", "validation", *phantoms]) == 0  # one list: a name, not its letters
     assert "All 1 cases (validation) are usable." in capsys.readouterr().out
+    assert command(preprocess.main, ["--config_file", str(TRAIN), "--codec", "zip", "--store_dir", str(phantom_root / "st"), *phantoms]) == 2
+    assert "--codec zip: give one of lz4hc, zstd" in capsys.readouterr().err and not (phantom_root / "st").exists()

@@ -64,6 +64,8 @@ def test_wrong_output_channel_count_is_caught(tmp_path, capsys):
     code = command(main, [str(bundle), "--quick", "--skip", "[properties_train,properties_infer,torchscript]"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report[str(bundle)]["ok"] is False
+    assert command(main, [str(bundle), "--skip", "torchscrip"]) == 2  # one name, misspelt: one line, no report
+    assert "--skip: unknown checks ['torchscrip']" in capsys.readouterr().err
 
 
 def test_missing_files_and_unversioned_changelog(tmp_path):

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from common.cli import command, read_bundle_config
+from common.cli import command, read_bundle_config, value_list
 from common.data.datalist import CaseSource, DatalistError
 
 KEY_IDS = ("train_datalist_keys", "val_datalist_keys", "datalist_keys", "evaluate_datalist_keys")
@@ -45,7 +45,7 @@ def main(config_file: str | Sequence[str], keys: Sequence[str] | None = None, re
         overrides: config overrides (``--datalist /data/datalist.json``), checked as ``monai.bundle run``'s workflow checks them.
     """
     source, used = bundle_source(config_file, overrides)
-    keys = [keys] if isinstance(keys, str) else list(keys or used)
+    keys = value_list(keys) or used
     try:
         found = source.report(keys)
     except DatalistError as e:

@@ -80,7 +80,7 @@ class StorePlan:
 def plan_store(transform: Compose, cache_dir: str | os.PathLike, codec: str = "lz4hc", clevel: int = 8) -> StorePlan:
     """The store of ``transform``'s deterministic head under ``cache_dir`` (see :class:`StorePlan`)."""
     if codec not in CODECS:
-        raise ValueError(f"store codec {codec!r} is not one of {', '.join(CODECS)}")
+        raise CommandLineError(f"--codec {codec}: give one of {', '.join(CODECS)}")  # a ValueError, one line from the command
     split = first_uncachable(transform)
     head = transform.transforms[:split]
     first = transform.transforms[split] if split < len(transform.transforms) else None
@@ -335,8 +335,6 @@ def main(config_file: str | Sequence[str], store_dir: str | None = None, workers
         overrides: config overrides (``--datalist /data/datalist.json``), checked as ``monai.bundle run``'s workflow checks them.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if codec not in CODECS:
-        raise CommandLineError(f"--codec {codec}: give one of {', '.join(CODECS)}")
     pipelines, checks, cache_dir = bundle_pipelines(config_file, overrides)
     store_dir = store_dir or cache_dir
     bad = 0

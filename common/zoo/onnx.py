@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.cli import command
+from common.cli import command, value_list
 from common.networks.onnx_runtime import OnnxRuntimeNetwork
 from common.networks.pretrained import read_state_dict
 
@@ -131,7 +131,7 @@ def main(bundle: str, weights: str | None = None, output: str | None = None, con
         configs: a config overlay of the bundle, or a list of them (``demo.json`` for the demo network).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    print(json.dumps(export_onnx(bundle, weights, output, [configs] if isinstance(configs, str) else list(configs)), indent=1))
+    print(json.dumps(export_onnx(bundle, weights, output, value_list(configs)), indent=1))
     return 0
 
 

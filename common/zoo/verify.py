@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from common.cli import command
+from common.cli import CommandLineError, command, value_list
 from common.paths import bundle_on_path
 from common.zoo.findings import Finding
 from common.zoo.monailabel import NETWORK_OUTPUT_KEY, check_monailabel
@@ -278,12 +278,12 @@ def check_torchscript(bundle: Path, overrides: dict, tmp: Path, max_side: int | 
     return [Finding("torchscript", False, f"{name} neither scripts nor traces: {' | '.join(errors)}")]
 
 
-def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: tuple[str, ...] = ()) -> list[Finding]:
+def verify_bundle(bundle_dir: str | Path, quick: bool = False, skip: Sequence[str] = ()) -> list[Finding]:
     """Run every check (except ``skip``) on one bundle folder; never raises for a bundle defect."""
     bundle = Path(bundle_dir)
     unknown = set(skip) - set(ALL_CHECKS)
     if unknown:
-        raise ValueError(f"unknown checks to skip: {sorted(unknown)} (checks: {ALL_CHECKS})")
+        raise CommandLineError(f"--skip: unknown checks {sorted(unknown)}; give some of {list(ALL_CHECKS)}")
     meta_path = bundle / "configs" / "metadata.json"
     meta = None
     findings: list[Finding] = []
@@ -336,12 +336,11 @@ def main(*bundles: str, quick: bool = False, skip: str | Sequence[str] = (), ver
         verbose: keep MONAI's INFO logs (they go to stdout, before the JSON).
     """
     logging.basicConfig(level=logging.WARNING)
-    skip = (skip,) if isinstance(skip, str) else tuple(skip)
     report, failed = {}, False
     for b in bundles:
         t = time.perf_counter()
         with _quiet(not verbose):
-            findings = verify_bundle(b, quick=quick, skip=skip)
+            findings = verify_bundle(b, quick=quick, skip=value_list(skip))
         report[b] = {"ok": all(f.ok for f in findings), "seconds": round(time.perf_counter() - t, 1), "checks": [asdict(f) for f in findings]}
         failed |= not report[b]["ok"]
     print(json.dumps(report, indent=2))
