@@ -104,16 +104,18 @@ def read_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
     return parser
 
 
-def command(main: Callable[..., int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main`` on a command line (``argv``, default ``sys.argv[1:]``) read as ``monai.bundle run`` reads its own: by
-    Python Fire (``--key value`` with values as Python literals, a bare ``--flag`` is True); returns main's exit status
-    without printing it. A command line Fire cannot read, or an override :func:`check_overrides` refuses, ends with status 2."""
+def command(main: Callable[..., Any] | Mapping[str, Callable[..., Any]], argv: Sequence[str] | None = None) -> int:
+    """Run ``main`` (a function, or a map of sub-command names to functions) on a command line (``argv``, default
+    ``sys.argv[1:]``) read as ``monai.bundle run`` reads its own: by Python Fire (``--key value`` with values as Python
+    literals, a bare ``--flag`` is True); returns main's exit status without printing it (a main that returns something else, e.g. a path it has logged, ends with 0). A command line Fire
+    cannot read, or a :class:`CommandLineError` (an override :func:`check_overrides` refuses, a value out of range) ends with status 2."""
     import sys
 
     import fire
 
     try:
-        return fire.Fire(main, command=None if argv is None else list(argv), serialize=lambda _: None) or 0
+        status = fire.Fire(main, command=None if argv is None else list(argv), serialize=lambda _: None)
+        return status if isinstance(status, int) else 0
     except CommandLineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

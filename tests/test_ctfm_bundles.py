@@ -14,6 +14,8 @@ import torch
 from conftest import BUNDLES, assert_ok, real_data, run_bundle, run_bundle_here, tiny, train_losses
 from monai.bundle import ConfigParser
 
+import common.retrieval.__main__ as retrieval_cli
+from common.cli import command, format_override
 from common.retrieval import EmbeddingIndex, RetrievalError, embed_scan, pending_cases
 
 pytestmark = pytest.mark.slow
@@ -78,7 +80,7 @@ def test_classification_from_the_pretrained_encoder(tmp_path, pretrained):
     assert len(rows) == 2 and all(0.0 <= float(r[1]) <= 1.0 for r in rows)
 
 
-def test_retrieval_index_resume_and_queries(tmp_path, phantom_root, pretrained):
+def test_retrieval_index_resume_and_queries(tmp_path, phantom_root, pretrained, capsys):
     root = tmp_path / "retrieval"
     common = {**TINY_ENCODER, "pixdim": [4.0, 4.0, 4.0], "patch_size": [16, 32, 32], "num_workers": 0, "pretrained": str(pretrained),
               "phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "bundle_root": str(root), "save_every": 1}
@@ -88,12 +90,16 @@ def test_retrieval_index_resume_and_queries(tmp_path, phantom_root, pretrained):
     index = EmbeddingIndex.load(root / "eval" / "embeddings.pt")
     assert len(index) == 5 and index.embeddings.shape == (5, 128) and index.settings["reduce"] == "min"
     image = index.sources[2]
-    out = assert_ok(run_bundle_here(configs("ctfm_retrieval", "inference.json", "query.json"),
-                                    {**common, "query_images": [image], "query_cases": [index.case_ids[0]], "top_k": 3, "results_path": str(root / "hits.csv")}))
+    # the documented front, python -m common.retrieval query (one --cases value: a case id, not its letters)
+    settings = [a for k, v in common.items() if k not in ("pretrained",) for a in (f"--{k}", format_override(v))]
+    query = ["query", image, "--cases", index.case_ids[0], "--top_k", "3", "--output", str(root / "hits.csv"), "--pretrained", str(pretrained), *settings]
+    assert command(retrieval_cli.COMMANDS, query) == 0
     rows = list(csv.DictReader(open(root / "hits.csv")))
     assert [r["rank"] for r in rows] == ["1", "2", "3"] * 2
     assert rows[0]["query"] == index.case_ids[0] and rows[0]["case_id"] != index.case_ids[0]  # a case query leaves itself out
     assert rows[3]["case_id"] == index.case_ids[2] and float(rows[3]["cosine"]) == pytest.approx(1.0, abs=1e-5)  # a scan finds itself
+    assert command(retrieval_cli.COMMANDS, [*query, "--reduse", "mean"]) == 2  # a misspelt setting stops, as monai.bundle run does
+    assert "--reduse: no such key" in capsys.readouterr().err
     with pytest.raises(RetrievalError, match="was built with"):  # an index is never silently mixed across settings
         pending_cases([{"image": image}], root / "eval" / "embeddings.pt", {**index.settings, "reduce": "mean"})
 

@@ -13,6 +13,8 @@ import pytest
 from conftest import REPO
 
 from common.data import DatalistError, load_datalist, resolve_cases, select_fold
+from common.cli import command
+from common.data import make_datalist
 from common.data.make_datalist import build_datalist, case_key
 
 
@@ -73,7 +75,7 @@ def test_build_datalist_with_folds_and_validation(tmp_path):
     assert len(train0) + len(val0) == 8 and all(e["fold"] == 0 for e in val0) and all(e["fold"] != 0 for e in train0)
 
 
-def test_cli_writes_a_loadable_datalist_and_refuses_to_overwrite(tmp_path):
+def test_cli_writes_a_loadable_datalist_and_refuses_to_overwrite(tmp_path, capsys):
     for i in range(3):
         write_nifti(tmp_path / "imgs" / f"case{i}.nii.gz")
         write_nifti(tmp_path / "segs" / f"case{i}.nii.gz")
@@ -83,8 +85,10 @@ def test_cli_writes_a_loadable_datalist_and_refuses_to_overwrite(tmp_path):
     assert r.returncode == 0, r.stderr
     items = load_datalist(out)
     assert len(items) == 3 and all(it["label"].endswith(".nii.gz") for it in items)
-    r2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert r2.returncode != 0 and "exists; pass --overwrite" in r2.stderr + r2.stdout
+    # problems end in one line each, exit status 1 (run here: the command line is read as above)
+    assert command(make_datalist.main, cmd[3:]) == 1
+    assert capsys.readouterr().err == f"datalist problem: {out} exists; pass --overwrite to replace it\n"
     (tmp_path / "segs" / "case1.nii.gz").unlink()
-    r3 = subprocess.run(cmd + ["--overwrite"], cwd=REPO, capture_output=True, text=True)
-    assert r3.returncode != 0 and "case1.nii.gz" in r3.stderr + r3.stdout
+    assert command(make_datalist.main, cmd[3:] + ["--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("datalist problem: no label in") and "case1.nii.gz" in err and err.count("\n") == 1

@@ -322,6 +322,19 @@ def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     assert [it for it, _ in curve] == list(range(step, planned // 3 + 1, step)) and curve[-1][1] > curve[0][1] + 0.1, curve  # it learned along the way
 
 
+def test_the_evidence_command_reads_one_comparison_name_and_stops_on_a_wrong_one_in_one_line(capsys, tmp_path):
+    """``--only name`` (Fire hands one value as a string) is a name, not its letters; a wrong one ends with status 2
+    before anything runs, naming it and the protocol's comparisons."""
+    from common.cli import command
+
+    protocol = REPO / "common" / "experiments" / "protocols" / "medium.json"
+    assert command(evidence.main, [str(protocol), "--only", "ctfm_segresnetdx", "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--only names no comparison" in err and "['ctfm_segresnetdx']" in err and "Traceback" not in err
+    assert command(evidence.main, [str(protocol), "--parallel", "0", "--output_dir", str(tmp_path / "out")]) == 2
+    assert "--parallel 0: give 1 or more" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_execution_runs_jobs_side_by_side_in_order_and_stops_queueing_after_a_failure():
     import threading
     import time

@@ -21,10 +21,10 @@ import fnmatch
 import json
 import random
 import re
+import sys
 from pathlib import Path
 
-import fire
-
+from common.cli import command
 from common.data.datalist import DatalistError, find_nifti
 from common.io import atomic_write_text
 
@@ -103,8 +103,8 @@ def main(
     seed: int = 0,
     overwrite: bool = False,
     pattern: str = "*",
-) -> None:
-    """Write a datalist JSON.
+) -> int:
+    """Write a datalist JSON; a problem (no images, an unpaired image, an existing output) is printed, exit status 1.
 
     Args:
         images_dir: folder searched recursively for NIfTI images.
@@ -118,12 +118,17 @@ def main(
             AMOS22 MRI cases).
     """
     out = Path(output)
-    if out.exists() and not overwrite:
-        raise DatalistError(f"{out} exists; pass --overwrite to replace it")
-    content = build_datalist(images_dir, labels_dir, str(out), num_folds, num_validation, seed, pattern)
+    try:
+        if out.exists() and not overwrite:
+            raise DatalistError(f"{out} exists; pass --overwrite to replace it")
+        content = build_datalist(images_dir, labels_dir, str(out), num_folds, num_validation, seed, pattern)
+    except DatalistError as e:
+        print(f"datalist problem: {e}", file=sys.stderr)
+        return 1
     atomic_write_text(out, json.dumps(content, indent=2))
     print(f"wrote {out}: {len(content['training'])} training, {len(content['validation'])} validation cases")
+    return 0
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    sys.exit(command(main))

@@ -32,6 +32,7 @@ import csv
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from common.cli import CommandLineError, command, value_list
 from common.experiments import bundle_runs, probes
 from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
@@ -112,9 +114,9 @@ class Execution:
         """``parallel`` runs at a time (subprocesses sharing this machine's CPUs when above 1);
         ``in_process`` (default: when ``parallel`` is 1) as :func:`common.experiments.bundle_runs.run_bundle`."""
         if parallel < 1:
-            raise ValueError(f"--parallel {parallel}: give 1 or more runs at a time")
+            raise CommandLineError(f"--parallel {parallel}: give 1 or more runs at a time")
         if parallel > 1 and in_process:
-            raise ValueError(f"--in_process True runs one bundle at a time; --parallel {parallel} runs subprocesses: drop one of them")
+            raise CommandLineError(f"--in_process True runs one bundle at a time; --parallel {parallel} runs subprocesses: drop one of them")
         if parallel == 1:
             return cls(in_process=True if in_process is None else bool(in_process))
         return cls(in_process=False, parallel=parallel, threads=max(1, len(os.sched_getaffinity(0)) // parallel))
@@ -353,7 +355,7 @@ def final_per_case(path: Path, metric: str) -> list[float]:
     return values
 
 
-def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: Sequence[str] = (), in_process: bool | None = None,
+def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None = None, only: str | Sequence[str] = (), in_process: bool | None = None,
          parallel: int = 1) -> str:
     """Run the protocol (resuming what is finished) and write the card; return the card folder.
 
@@ -361,7 +363,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         protocol: protocol JSON (see ``common/experiments/protocols/``).
         output_dir: runs, caches and (unless ``card_dir``) ``card/``.
         card_dir: where the card goes (e.g. a folder committed to the repository).
-        only: run these comparisons only (names), e.g. to build a card in stages.
+        only: run this comparison only, or these (a list of names), e.g. to build a card in stages.
         in_process: run the pretraining and fine-tuning bundles in this process (the default with
             ``parallel`` 1), not one subprocess each: the same runs without a Python start-up each (see
             :func:`common.experiments.bundle_runs.run_bundle`).
@@ -374,10 +376,11 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     spec = json.loads(Path(protocol).read_text())
     out = Path(output_dir).resolve()
     card = Path(card_dir).resolve() if card_dir else out / "card"
+    only = value_list(only)
     comparisons = [c for c in spec["comparisons"] if not only or c["name"] in only]
     unknown = set(only) - {c["name"] for c in spec["comparisons"]}
     if unknown:
-        raise ValueError(f"--only names no comparison of {protocol}: {sorted(unknown)}; its comparisons: {[c['name'] for c in spec['comparisons']]}")
+        raise CommandLineError(f"--only names no comparison of {protocol}: {sorted(unknown)}; its comparisons: {[c['name'] for c in spec['comparisons']]}")
     needed = {v[len(PRETRAINED_PREFIX):] for c in comparisons for v in (e.get("weights") for e in c["encoders"].values())
               if v and v.startswith(PRETRAINED_PREFIX)}
     pretrained: dict[str, list[Path]] = {}
@@ -421,6 +424,4 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    sys.exit(command(main))
