@@ -107,8 +107,9 @@ def read_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
 def command(main: Callable[..., Any] | Mapping[str, Callable[..., Any]], argv: Sequence[str] | None = None) -> int:
     """Run ``main`` (a function, or a map of sub-command names to functions) on a command line (``argv``, default
     ``sys.argv[1:]``) read as ``monai.bundle run`` reads its own: by Python Fire (``--key value`` with values as Python
-    literals, a bare ``--flag`` is True); returns main's exit status without printing it (a main that returns something else, e.g. a path it has logged, ends with 0). A command line Fire
-    cannot read, or a :class:`CommandLineError` (an override :func:`check_overrides` refuses, a value out of range) ends with status 2."""
+    literals, a bare ``--flag`` is True). Returns main's exit status without printing it; a main that returns something
+    else (e.g. a path it has logged) ends with 0. A command line Fire cannot read, or a :class:`CommandLineError` (an
+    override :func:`check_overrides` refuses, a value out of range), ends with status 2."""
     import sys
 
     import fire

@@ -12,10 +12,9 @@ through :class:`common.runs.BundleWorkflow`, so a misspelt setting stops with it
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
-
-import sys
 
 from monai.bundle import run
 
@@ -35,7 +34,8 @@ def _set(overrides: dict[str, Any], **given: Any) -> dict[str, Any]:
 
 def index(dataset_dir: str = "", datalist: str = "", pretrained: str | None = None, index_path: str | None = None, **overrides: Any) -> None:
     """Embed the scans of ``dataset_dir`` / ``datalist`` into ``index_path`` (default: the bundle's eval/embeddings.pt)."""
-    run(config_file=_configs("inference.json"), workflow_name=WORKFLOW_NAME, **_set(overrides, dataset_dir=dataset_dir, datalist=datalist, pretrained=pretrained, index_path=index_path))
+    run(config_file=_configs("inference.json"), workflow_name=WORKFLOW_NAME,
+        **_set(overrides, dataset_dir=dataset_dir, datalist=datalist, pretrained=pretrained, index_path=index_path))
 
 
 def query(
