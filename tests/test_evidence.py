@@ -240,6 +240,7 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     assert all(row["verdict"] for row in summary if row["vs"])
     executed = json.loads((card / "protocol.json").read_text())["execution"]  # how the numbers were made: threads change them to rounding
     assert (executed["parallel"], executed["threads_per_run"], executed["in_process"]) == (2, max(1, len(os.sched_getaffinity(0)) // 2), False)
+    assert executed["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and executed["software"]["torch"] == torch.__version__
     assert executed["wall_s"] > 0
     (card / "summary.csv").unlink()  # the card written again from its own files keeps the record
     assert json.loads((card_mod.rewrite_card(card) / "protocol.json").read_text())["execution"] == executed and (card / "summary.csv").is_file()

@@ -300,6 +300,7 @@ def test_pretraining_sequences(tmp_path, phantom_root):
     assert record["training"]["iteration"] == 4 and math.isfinite(record["training"]["last_loss"])
     assert record["data"]["num_cases"] == {"training": 4} and record["network"]["family"] == "SwinUNETR"
     assert record["software"]["torch"] == torch.__version__ and record["created"].startswith("20")
+    assert record["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and record["machine"]["cpu"]
     assert json.loads((run_dir / "models" / "model.json").read_text())["kind"] == "full network"
 
     from common.data import ensure_phantom_dataset

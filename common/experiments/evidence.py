@@ -49,6 +49,7 @@ from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
 from common.io import atomic_write_text
 from common.progress import progress_bar
+from common.runs.provenance import machine, software
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def weights_record(weights: str) -> dict[str, Any] | None:
     if record is None:
         return {"file": weights, "record": None}
     return {"file": weights, "sha256": record.get("sha256"), "bundle": record.get("bundle"), "run": record.get("run"),
-            "training": record.get("training"), "preprocessing": record.get("preprocessing")}
+            "training": record.get("training"), "preprocessing": record.get("preprocessing"), "machine": record.get("machine")}
 
 
 PROBE_KINDS = (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy"))
@@ -416,7 +417,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
         bar.update(1)
     bar.close()
     executed = {"parallel": execution.parallel, "in_process": execution.in_process, "threads_per_run": execution.threads or torch.get_num_threads(),
-                "cpus": len(os.sched_getaffinity(0)), "wall_s": round(time.monotonic() - started),
+                "cpus": len(os.sched_getaffinity(0)), "machine": machine(), "software": software(), "wall_s": round(time.monotonic() - started),
                 "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated"}
     write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed)
     logger.info(f"Wrote the card to {card}")

@@ -13,7 +13,10 @@
 - ``data``: number of cases per list and a hash of the case lists;
 - ``started_from``: the pretrained weights the run began with (path and SHA-256), if any;
 - ``software``: this collection's version and git commit (when run from a checkout), torch, MONAI,
-  Python; ``created``: UTC date and time.
+  Python; ``machine``: CPU model, the instruction set PyTorch's CPU kernels use, threads, GPU.
+  Two runs with equal settings agree bit for bit only on the same software and machine: another CPU
+  kernel sums in another order, and at a learning rate near the edge of stability that can change
+  where a run ends; ``created``: UTC date and time.
 """
 
 from __future__ import annotations
@@ -80,6 +83,20 @@ def software() -> dict[str, Any]:
     return out
 
 
+def machine() -> dict[str, Any]:
+    """Where the numbers were computed: CPU model, PyTorch's CPU kernel level (``AVX2``, ``AVX512``, ...), CPU threads, GPU."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def build_record(
     weights_path: str | os.PathLike,
     kind: str,
@@ -116,6 +133,7 @@ def build_record(
         "data": {"num_cases": run.get("num_cases", {}), "cases_sha256": digest(cases) if cases else None},
         "started_from": started or None,
         "software": software(),
+        "machine": machine(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
