@@ -1,0 +1,82 @@
+"""The medium protocol's CT-FM comparison (SegResNetDS, all 8 labelled phantoms) at two learning rates; prints JSON.
+
+Why it matters: in the medium card (bench/results/evidence_medium) CT-FM's all-labels fine-tune of seed 0
+ended at 0.06 Dice after its training loss jumped to 28, at the protocol's rate for SegResNetDS (5e-3).
+This runs both arms (scratch, CT-FM pretraining run ``seed mod 2``, as the evidence runner pairs them) for
+seeds 0-2 at the protocol's rate and at a lower one, with every other setting of the protocol, and reports
+each run's final mean Dice on the 4 held-out phantoms, the largest training loss of its first 50 steps
+(the jump), and the paired difference per rate. The baseline is the protocol's rate, in the same run.
+
+Runs are the evidence runner's (``common.experiments.evidence``: its pretraining, datalists and
+``bundle_runs.run_one``), one subprocess per run with 1 CPU thread, two at a time; finished runs in
+``--output_dir`` are reused. About 45 minutes on 2 cores (12 fine-tunes, 2 pretrainings).
+
+    python bench/bench_ctfm_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/ctfm_lr]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common.cli import command
+from common.experiments import bundle_runs, evidence, stats
+from common.runs.provenance import machine, read_record, software
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
+COMPARISON = "ctfm_segresnetds"
+LOSS_RE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) -- train_loss: (\S+)")
+
+
+def early_peak(log: Path, steps: int = 50) -> float:
+    """The largest training loss the log shows (every 5th step) in a run's first ``steps`` iterations."""
+    losses = [float(v) for epoch, it, length, v in LOSS_RE.findall(log.read_text()) if (int(epoch) - 1) * int(length) + int(it) <= steps]
+    return max(losses) if losses else float("nan")
+
+
+def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/ctfm_lr") -> int:
+    """Run (or reuse) the fine-tunes and print the JSON report; the first rate is the baseline."""
+    spec = json.loads(PROTOCOL.read_text())
+    out = Path(output_dir)
+    execution = evidence.Execution(in_process=False, parallel=1, threads=1)
+    datalist = evidence.pretraining_datalist(spec, out)
+    pretrained = [evidence.run_pretraining("ctfm", spec["pretraining"]["ctfm"], datalist, out, execution, s) for s in spec["pretraining_seeds"]]
+    comparison = next(c for c in spec["comparisons"] if c["name"] == COMPARISON)
+    bundle_dir, _ = bundle_runs.bundle_config_files(comparison["bundle"])
+    jobs = [(rate, arm, seed) for rate in rates for seed in seeds for arm in ("scratch", "ctfm")]
+
+    def run(job: tuple[float, str, int]) -> dict:
+        rate, arm, seed = job
+        run_dir = out / "finetune" / f"lr{rate:g}" / arm / f"seed_{seed}"
+        weights = str(pretrained[seed % len(pretrained)]) if arm == "ctfm" else ""
+        overrides = {**comparison["overrides"], **comparison["finetune_overrides"], "learning_rate": rate,
+                     "cache": "disk", "cache_dir": str(out / "cache")}
+        best = bundle_runs.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
+        per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
+        made_by = (read_record(run_dir / "models" / "model.pt") or {}).get("software", {}).get("git", {}).get("commit", "")
+        return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
+                "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by[:10]}
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(run, jobs))
+    by = {(r["rate"], r["arm"], r["seed"]): r["final_dice"] for r in runs}
+    per_rate = {}
+    for rate in rates:
+        scratch, ctfm = {s: by[(rate, "scratch", s)] for s in seeds}, {s: by[(rate, "ctfm", s)] for s in seeds}
+        per_rate[f"{rate:g}"] = {"scratch_mean": round(sum(scratch.values()) / len(seeds), 4), "ctfm_mean": round(sum(ctfm.values()) / len(seeds), 4),
+                                 "ctfm_minus_scratch": {k: round(v, 4) for k, v in stats.paired_difference(ctfm, scratch).items()}}
+    base = per_rate[f"{rates[0]:g}"]
+    report = {"bench": "ctfm_finetune_lr", "protocol": str(PROTOCOL.relative_to(REPO)), "comparison": COMPARISON, "baseline_rate": rates[0],
+              "runs": runs, "per_rate": per_rate,
+              "ratio_scratch_mean_vs_baseline": {k: round(v["scratch_mean"] / base["scratch_mean"], 3) for k, v in per_rate.items()},
+              "ratio_ctfm_mean_vs_baseline": {k: round(v["ctfm_mean"] / base["ctfm_mean"], 3) for k, v in per_rate.items()},
+              "threads_per_run": 1, "machine": machine(), "software": software()}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(command(main))
