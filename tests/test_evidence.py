@@ -336,6 +336,18 @@ def test_the_evidence_command_reads_one_comparison_name_and_stops_on_a_wrong_one
     assert "--parallel 0: give 1 or more" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+def test_a_bundle_subprocess_imports_the_callers_common_from_any_working_directory(tmp_path):
+    import subprocess
+    import sys
+
+    import common
+
+    env = bundle_runs.subprocess_env(threads=1)
+    found = subprocess.run([sys.executable, "-c", "import common; print(common.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).resolve() == Path(common.__file__).resolve() and env["OMP_NUM_THREADS"] == "1"
+
+
 def test_execution_runs_jobs_side_by_side_in_order_and_stops_queueing_after_a_failure():
     import threading
     import time

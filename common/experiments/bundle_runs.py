@@ -18,8 +18,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import common
 from common.cli import format_override
 from common.paths import locate_bundle
+from common.runs.workflow import WORKFLOW_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +54,10 @@ def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path
         except (Exception, SystemExit) as e:  # reported with the log below, as a failed subprocess is (SystemExit: a one-line stop)
             code = f"{type(e).__name__}: {e}"
     else:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", "common.runs.BundleWorkflow", "--config_file", json.dumps([str(f) for f in files])]
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--workflow_name", WORKFLOW_NAME, "--config_file", json.dumps([str(f) for f in files])]
         for k, v in args.items():
             cmd += [f"--{k}", format_override(v)]
-        env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env = subprocess_env(threads)
         with open(log_file, "a") as log:
             if threads is not None:
                 log.write(f"OMP_NUM_THREADS={threads}\n")
@@ -65,6 +67,17 @@ def run_bundle(files: Sequence[str], args: Mapping, log_file: Path, expect: Path
         tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
         raise RuntimeError(f"run {args.get('run_dir')} failed ({'exit code ' if isinstance(code, int) else ''}{code}, "
                            f"{expect.name} {'written' if expect.is_file() else 'missing'}); see {log_file}:\n{tail}")
+
+
+def subprocess_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a bundle subprocess: this process's, with the folder holding the ``common`` package this
+    process runs first on ``PYTHONPATH`` (from any working directory the run imports the same code as its caller,
+    not another checkout's), and ``threads`` CPU threads when given."""
+    root = str(Path(common.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if threads is not None:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return env
 
 
 def run_bundle_in_process(files: Sequence[str], args: Mapping, log_file: Path) -> None:
