@@ -9,7 +9,8 @@ each run's final mean Dice on the 4 held-out phantoms, the largest training loss
 
 Runs are the evidence runner's (``common.experiments.evidence``: its pretraining, datalists and
 ``bundle_runs.run_one``), one subprocess per run with 1 CPU thread, two at a time; finished runs in
-``--output_dir`` are reused. About 45 minutes on 2 cores (12 fine-tunes, 2 pretrainings).
+``--output_dir`` are reused. About 45 minutes on 2 cores (12 fine-tunes, 2 pretrainings). Run it from the
+repository root, as the evidence runner: the protocol names the real scans relative to it.
 
     python bench/bench_ctfm_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/ctfm_lr]
 """
@@ -18,14 +19,17 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common.cli import command
-from common.experiments import bundle_runs, evidence, stats
-from common.runs.provenance import machine, read_record, software
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `common` when run as python bench/<script>.py
+
+from common.cli import command  # noqa: E402
+from common.experiments import bundle_runs, evidence, stats  # noqa: E402
+from common.runs.provenance import machine, read_record, software  # noqa: E402
+
 PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
 COMPARISON = "ctfm_segresnetds"
 LOSS_RE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) -- train_loss: (\S+)")
