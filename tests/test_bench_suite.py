@@ -111,7 +111,7 @@ def test_training_memory_counts_what_checkpointing_saves():
 
 def test_the_learning_rate_bench_reads_the_early_loss_peak_by_global_iteration(tmp_path):
     """``Iter`` in a trainer's log counts within the epoch: the first 50 steps of 20-step epochs end in epoch 3."""
-    from bench_ctfm_finetune_lr import early_peak
+    from bench_finetune_lr import early_peak
 
     lines = [f"2026-12-07 - INFO - Epoch: {e}/6, Iter: {i}/20 -- train_loss: {v} " for e, i, v in
              [(1, 5, 3.0), (1, 20, 28.5), (2, 10, 4.0), (3, 10, 9.0), (3, 15, 99.0), (4, 5, 77.0)]]

@@ -1,4 +1,4 @@
-"""The medium protocol's CT-FM comparison (SegResNetDS, all 8 labelled phantoms) at two learning rates; prints JSON.
+"""A medium-protocol comparison (default CT-FM's, SegResNetDS; all 8 labelled phantoms) at two learning rates; prints JSON.
 
 Why it matters: in the medium card (bench/results/evidence_medium) CT-FM's all-labels fine-tune of seed 0
 ended at 0.06 Dice after its training loss jumped to 28, at the protocol's rate for SegResNetDS (5e-3).
@@ -12,7 +12,8 @@ Runs are the evidence runner's (``common.experiments.evidence``: its pretraining
 ``--output_dir`` are reused. About 45 minutes on 2 cores (12 fine-tunes, 2 pretrainings). Run it from the
 repository root, as the evidence runner: the protocol names the real scans relative to it.
 
-    python bench/bench_ctfm_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/ctfm_lr]
+    python bench/bench_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/ctfm_lr]
+    python bench/bench_finetune_lr.py --comparison anatomask_dynunet --rates "[0.01,0.002]"
 """
 
 from __future__ import annotations
@@ -41,24 +42,30 @@ def early_peak(log: Path, steps: int = 50) -> float:
     return max(losses) if losses else float("nan")
 
 
-def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/ctfm_lr") -> int:
-    """Run (or reuse) the fine-tunes and print the JSON report; the first rate is the baseline."""
+def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/ctfm_lr",
+         comparison: str = COMPARISON) -> int:
+    """Run (or reuse) the fine-tunes and print the JSON report; the first rate is the baseline. ``comparison``: another
+    of the protocol's comparisons (its pretrained encoder is the arm compared with its baseline)."""
     spec = json.loads(PROTOCOL.read_text())
     out = Path(output_dir)
     execution = evidence.Execution(in_process=False, parallel=1, threads=1)
+    chosen = next(c for c in spec["comparisons"] if c["name"] == comparison)
+    baseline = chosen["baseline"]
+    method = next(e for e in chosen["encoders"] if e != baseline)
+    name = chosen["encoders"][method]["weights"][len(evidence.PRETRAINED_PREFIX):]
     datalist = evidence.pretraining_datalist(spec, out)
-    pretrained = [evidence.run_pretraining("ctfm", spec["pretraining"]["ctfm"], datalist, out, execution, s) for s in spec["pretraining_seeds"]]
-    comparison = next(c for c in spec["comparisons"] if c["name"] == COMPARISON)
-    bundle_dir, _ = bundle_runs.bundle_config_files(comparison["bundle"])
-    jobs = [(rate, arm, seed) for rate in rates for seed in seeds for arm in ("scratch", "ctfm")]
+    pretrained = [evidence.run_pretraining(name, spec["pretraining"][name], datalist, out, execution, s) for s in spec["pretraining_seeds"]]
+    bundle_dir, _ = bundle_runs.bundle_config_files(chosen["bundle"])
+    jobs = [(rate, arm, seed) for rate in rates for seed in seeds for arm in (baseline, method)]
+    sub = "" if comparison == COMPARISON else f"{comparison}/"  # the CT-FM runs keep their first layout
 
     def run(job: tuple[float, str, int]) -> dict:
         rate, arm, seed = job
-        run_dir = out / "finetune" / f"lr{rate:g}" / arm / f"seed_{seed}"
-        weights = str(pretrained[seed % len(pretrained)]) if arm == "ctfm" else ""
-        overrides = {**comparison["overrides"], **comparison["finetune_overrides"], "learning_rate": rate,
-                     "cache": "disk", "cache_dir": str(out / "cache")}
-        best = bundle_runs.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
+        run_dir = out / "finetune" / f"{sub}lr{rate:g}" / arm / f"seed_{seed}"
+        weights = str(pretrained[seed % len(pretrained)]) if arm == method else ""
+        overrides = {**chosen["overrides"], **chosen["finetune_overrides"], **chosen["encoders"][arm].get("overrides", {}),
+                     "learning_rate": rate, "cache": "disk", "cache_dir": str(out / "cache")}
+        best = bundle_runs.run_one(bundle_dir, chosen["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
         per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
         made_by = (read_record(run_dir / "models" / "model.pt") or {}).get("software", {}).get("git", {}).get("commit", "")
         return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
@@ -69,14 +76,14 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
     by = {(r["rate"], r["arm"], r["seed"]): r["final_dice"] for r in runs}
     per_rate = {}
     for rate in rates:
-        scratch, ctfm = {s: by[(rate, "scratch", s)] for s in seeds}, {s: by[(rate, "ctfm", s)] for s in seeds}
-        per_rate[f"{rate:g}"] = {"scratch_mean": round(sum(scratch.values()) / len(seeds), 4), "ctfm_mean": round(sum(ctfm.values()) / len(seeds), 4),
-                                 "ctfm_minus_scratch": {k: round(v, 4) for k, v in stats.paired_difference(ctfm, scratch).items()}}
+        scratch, pre = {s: by[(rate, baseline, s)] for s in seeds}, {s: by[(rate, method, s)] for s in seeds}
+        per_rate[f"{rate:g}"] = {f"{baseline}_mean": round(sum(scratch.values()) / len(seeds), 4), f"{method}_mean": round(sum(pre.values()) / len(seeds), 4),
+                                 f"{method}_minus_{baseline}": {k: round(v, 4) for k, v in stats.paired_difference(pre, scratch).items()}}
     base = per_rate[f"{rates[0]:g}"]
-    report = {"bench": "ctfm_finetune_lr", "protocol": str(PROTOCOL.relative_to(REPO)), "comparison": COMPARISON, "baseline_rate": rates[0],
+    report = {"bench": "finetune_lr", "protocol": str(PROTOCOL.relative_to(REPO)), "comparison": comparison, "baseline_rate": rates[0],
               "runs": runs, "per_rate": per_rate,
-              "ratio_scratch_mean_vs_baseline": {k: round(v["scratch_mean"] / base["scratch_mean"], 3) for k, v in per_rate.items()},
-              "ratio_ctfm_mean_vs_baseline": {k: round(v["ctfm_mean"] / base["ctfm_mean"], 3) for k, v in per_rate.items()},
+              **{f"ratio_{arm}_mean_vs_baseline": {k: round(v[f"{arm}_mean"] / base[f"{arm}_mean"], 3) for k, v in per_rate.items()}
+                 for arm in (baseline, method)},
               "threads_per_run": 1, "machine": machine(), "software": software()}
     print(json.dumps(report, indent=1))
     return 0
