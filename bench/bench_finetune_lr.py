@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,13 +48,14 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
     of the protocol's comparisons (its pretrained encoder is the arm compared with its baseline)."""
     spec = json.loads(PROTOCOL.read_text())
     out = Path(output_dir)
-    execution = evidence.Execution(in_process=False, parallel=1, threads=1)
+    execution = evidence.Execution(in_process=False, parallel=2, threads=1)  # two runs at a time, 1 thread each
     chosen = next(c for c in spec["comparisons"] if c["name"] == comparison)
     baseline = chosen["baseline"]
     method = next(e for e in chosen["encoders"] if e != baseline)
     name = chosen["encoders"][method]["weights"][len(evidence.PRETRAINED_PREFIX):]
     datalist = evidence.pretraining_datalist(spec, out)
-    pretrained = [evidence.run_pretraining(name, spec["pretraining"][name], datalist, out, execution, s) for s in spec["pretraining_seeds"]]
+    pretrained = execution.map([partial(evidence.run_pretraining, name, spec["pretraining"][name], datalist, out, execution, s)
+                                for s in spec["pretraining_seeds"]])
     bundle_dir, _ = bundle_runs.bundle_config_files(chosen["bundle"])
     jobs = [(rate, arm, seed) for rate in rates for seed in seeds for arm in (baseline, method)]
     sub = "" if comparison == COMPARISON else f"{comparison}/"  # the CT-FM runs keep their first layout
@@ -71,8 +72,7 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
         return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
                 "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by[:10]}
 
-    with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(run, jobs))
+    runs = execution.map([partial(run, job) for job in jobs])
     by = {(r["rate"], r["arm"], r["seed"]): r["final_dice"] for r in runs}
     per_rate = {}
     for rate in rates:
