@@ -12,7 +12,7 @@ Runs are the evidence runner's (``common.experiments.evidence``: its pretraining
 ``--output_dir`` are reused. About 45 minutes on 2 cores (12 fine-tunes, 2 pretrainings). Run it from the
 repository root, as the evidence runner: the protocol names the real scans relative to it.
 
-    python bench/bench_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/ctfm_lr]
+    python bench/bench_finetune_lr.py [--rates "[0.005,0.001]"] [--output_dir /tmp/finetune_lr]
     python bench/bench_finetune_lr.py --comparison anatomask_dynunet --rates "[0.01,0.002]"
 """
 
@@ -42,7 +42,7 @@ def early_peak(log: Path, steps: int = 50) -> float:
     return max(losses) if losses else float("nan")
 
 
-def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/ctfm_lr",
+def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/finetune_lr",
          comparison: str = COMPARISON) -> int:
     """Run (or reuse) the fine-tunes and print the JSON report; the first rate is the baseline. ``comparison``: another
     of the protocol's comparisons (its pretrained encoder is the arm compared with its baseline)."""
@@ -56,16 +56,16 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
     datalist = evidence.pretraining_datalist(spec, out)
     pretrained = execution.map([partial(evidence.run_pretraining, name, spec["pretraining"][name], datalist, out, execution, s)
                                 for s in spec["pretraining_seeds"]])
+    weights_by_seed = {arm: evidence.resolve_encoder(chosen["encoders"][arm].get("weights"), {name: pretrained}, seeds) for arm in (baseline, method)}
     bundle_dir, _ = bundle_runs.bundle_config_files(chosen["bundle"])
     jobs = [(rate, arm, seed) for rate in rates for seed in seeds for arm in (baseline, method)]
-    sub = "" if comparison == COMPARISON else f"{comparison}/"  # the CT-FM runs keep their first layout
 
     def run(job: tuple[float, str, int]) -> dict:
         rate, arm, seed = job
-        run_dir = out / "finetune" / f"{sub}lr{rate:g}" / arm / f"seed_{seed}"
-        weights = str(pretrained[seed % len(pretrained)]) if arm == method else ""
-        overrides = {**chosen["overrides"], **chosen["finetune_overrides"], **chosen["encoders"][arm].get("overrides", {}),
-                     "learning_rate": rate, "cache": "disk", "cache_dir": str(out / "cache")}
+        run_dir = out / "finetune" / comparison / f"lr{rate:g}" / arm / f"seed_{seed}"
+        weights = weights_by_seed[arm][seed]
+        overrides = {**evidence.finetune_overrides(chosen, chosen["encoders"][arm].get("overrides")), "learning_rate": rate,
+                     "cache": "disk", "cache_dir": str(out / "cache")}
         best = bundle_runs.run_one(bundle_dir, chosen["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
         per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
         made_by = (read_record(run_dir / "models" / "model.pt") or {}).get("software", {}).get("git", {}).get("commit", "")

@@ -285,6 +285,11 @@ def real_check_items(spec: Mapping[str, Any] | None) -> tuple[list[dict[str, str
     return [{k: str(Path(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
+def finetune_overrides(comparison: Mapping[str, Any], variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A comparison's fine-tuning settings: its shared ``overrides``, then ``finetune_overrides``, then one encoder's ``variant``."""
+    return {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **(variant or {})}
+
+
 def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[int, str], dict]], protocol: Mapping[str, Any], out: Path,
                   execution: Execution = Execution()) -> list[dict]:
     """Fine-tuning per encoder, fraction and seed (the bundle's ``train.json``); reused when finished."""
@@ -295,7 +300,7 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[di
             for seed in protocol["seeds"]:
                 weights = weights_by_seed[seed]
                 run_dir = out / "finetune" / comparison["name"] / encoder / f"fraction_{fraction:g}" / f"seed_{seed}"
-                overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **variant}
+                overrides = finetune_overrides(comparison, variant)
                 same_spec(run_dir, {"bundle": comparison["bundle"], "configs": comparison.get("configs", []), "overrides": overrides,
                                     "weights": weights})
                 # where preprocessed cases are kept changes no number (tested), so it is not part of the spec
@@ -330,7 +335,7 @@ def validation_curve(run_dir: Path, metric: str, epoch_length: int) -> list[tupl
 def learning_curves(comparison: Mapping[str, Any], protocol: Mapping[str, Any], out: Path, metric: str) -> list[dict]:
     """The baseline arm's validation curve (every fraction and seed) of a comparison whose runs are finished:
     what the protocol's fine-tuning length was chosen from, shown in the card."""
-    overrides = {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {})}
+    overrides = finetune_overrides(comparison)
     epoch_length = int(overrides.get("epoch_length", 1))
     rows = []
     for fraction in protocol["fractions"]:
