@@ -302,6 +302,19 @@ def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol)
                 assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
 
 
+def test_protocol_paths_are_read_from_the_repository_root_in_any_working_directory(tmp_path, monkeypatch):
+    spec = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())
+    scans = [p for p in spec["pretraining_data"]["real_images"] if (REPO / p).is_file()]
+    if not scans:
+        pytest.skip("the protocol's real scans (../shared/data) are absent")
+    monkeypatch.chdir(tmp_path)  # before: relative to here, so the scans were silently left out
+    datalist = evidence.pretraining_datalist({"pretraining_data": {**spec["pretraining_data"], "num_phantoms": 0}}, tmp_path)
+    assert [d["image"] for d in json.loads(datalist.read_text())["training"]] == [str((REPO / p).resolve()) for p in scans]
+    items, label_map = evidence.real_check_items(spec["real_check"])  # its label_map names a file under bundles/
+    assert [Path(i["label"]) for i in items] == [(REPO / c["label"]).resolve() for c in spec["real_check"]["cases"]]
+    assert label_map["label_values_in"] and len(label_map["label_values_in"]) == len(label_map["label_values_out"])
+
+
 @pytest.mark.slow  # ~160 s in the full suite: the first third of one fine-tune at the medium protocol's size
 def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     """The medium protocol is only informative if scratch learns: its SwinUNETR arm with every labelled case,

@@ -48,6 +48,7 @@ from common.experiments import bundle_runs, probes
 from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
 from common.io import atomic_write_text
+from common.paths import PACKAGE_PARENT
 from common.progress import progress_bar
 from common.runs.provenance import machine, software
 
@@ -75,6 +76,12 @@ def same_spec(folder: Path, spec: Mapping[str, Any]) -> None:
     atomic_write_text(path, text)
 
 
+def protocol_file(path: str) -> Path:
+    """A file a protocol names: absolute, or relative to the repository root (where the README's
+    commands run), whatever the working directory, so a card made from elsewhere reads the same scans."""
+    return Path(path) if Path(path).is_absolute() else PACKAGE_PARENT / path
+
+
 def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     """The unlabelled pretraining cases: phantoms of another seed than the downstream ones (so no
     held-out case is seen in pretraining) plus the protocol's real scans that exist here. A
@@ -86,12 +93,12 @@ def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     if int(spec.get("num_phantoms", 12)) > 0:
         folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec["num_phantoms"]), num_validation=0, seed=int(spec.get("phantom_seed", 1)))
         items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
-    real = [p for p in spec.get("real_images", []) if Path(p).is_file()]
-    missing = [p for p in spec.get("real_images", []) if not Path(p).is_file()]
+    real = [protocol_file(p) for p in spec.get("real_images", []) if protocol_file(p).is_file()]
+    missing = [str(protocol_file(p)) for p in spec.get("real_images", []) if not protocol_file(p).is_file()]
     if missing:
         logger.warning(f"pretraining_data: {len(missing)} real scan(s) absent here, pretraining on phantoms without them: {missing}")
     path = out / "pretraining_datalist.json"
-    atomic_write_text(path, json.dumps({"training": items + [{"image": str(Path(p).resolve())} for p in real]}, indent=1))
+    atomic_write_text(path, json.dumps({"training": items + [{"image": str(p.resolve())} for p in real]}, indent=1))
     return path
 
 
@@ -274,15 +281,15 @@ def real_check_items(spec: Mapping[str, Any] | None) -> tuple[list[dict[str, str
     mapping); ``([], {})`` without a check or when none of its scans is here (a warning names the missing ones)."""
     if not spec:
         return [], {}
-    present = [c for c in spec["cases"] if Path(c["image"]).is_file() and Path(c["label"]).is_file()]
+    present = [c for c in spec["cases"] if protocol_file(c["image"]).is_file() and protocol_file(c["label"]).is_file()]
     if len(present) < len(spec["cases"]):
         logger.warning(f"real_check: {len(spec['cases']) - len(present)} case(s) absent here, checking without them: "
                        f"{[c['image'] for c in spec['cases'] if c not in present]}")
     overrides = {}
     if spec.get("label_map"):
-        mapping = spec["label_map"] if isinstance(spec["label_map"], Mapping) else json.loads(Path(spec["label_map"]).read_text())
+        mapping = spec["label_map"] if isinstance(spec["label_map"], Mapping) else json.loads(protocol_file(spec["label_map"]).read_text())
         overrides = {k: mapping[k] for k in ("label_values_in", "label_values_out")}
-    return [{k: str(Path(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
+    return [{k: str(protocol_file(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
 def finetune_overrides(comparison: Mapping[str, Any], variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
