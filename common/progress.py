@@ -26,32 +26,12 @@ def progress_enabled(enabled: bool | None = None) -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-class _Silent:
-    """The part of tqdm's interface the collection uses, doing nothing."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, s: str = "") -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-
 def progress_bar(total: int | None, desc: str, unit: str = "case", enabled: bool | None = None) -> Any:
-    """A tqdm bar (``update``, ``set_postfix_str``, ``close``, context manager), or a silent stand-in."""
-    if not progress_enabled(enabled):
-        return _Silent()
+    """A tqdm bar (``update``, ``set_postfix_str``, ``close``, context manager); disabled (tqdm's
+    ``disable``: every call does nothing) where :func:`progress_enabled` says no."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr, disable=not progress_enabled(enabled))
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "case", enabled: bool | None = None) -> Iterator[T]:
