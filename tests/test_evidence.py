@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 from functools import partial
 from pathlib import Path
@@ -186,6 +187,7 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     protocol["comparisons"][0]["overrides"]["phantom_dir"] = str(tmp_path / "phantoms")
     protocol["pretraining_seeds"] = [0, 1]  # each fine-tuning seed starts from its own pretraining run
     protocol["learning_curve"] = True
+    protocol["comparisons"][0]["overrides"]["log_interval"] = 1  # every step's training loss to TensorBoard: the runs' peak_loss
     spleen = REPO.parent / "shared" / "data" / "msd_spleen_crop"
     if spleen.is_dir():  # a manually labelled real case: the spleen (value 1, BTCV's spleen too), scored alone
         protocol["real_checks"] = [{"name": "manual_spleen", "description": "MSD Task09, manual spleen label",
@@ -224,6 +226,15 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
                                  .read_text())["data"]["cases_sha256"] for e in ("scratch", "ctfm")}
         assert len(set(digests.values())) == 1, digests
     assert (card / "finetune.png").stat().st_size > 0 and (card / "probes.png").stat().st_size > 0
+    # each fine-tune's peak training loss (TensorBoard) is the largest loss its own log printed (every step, 4 decimals)
+    for r in runs:
+        if r["kind"].startswith("finetune"):
+            log = (tmp_path / "out" / "finetune" / "ctfm_segresnetds" / r["encoder"] / "fraction_0.5" / f"seed_{r['seed']}" / "train.log").read_text()
+            printed = [float(v) for v in re.findall(r"train_loss: (\S+)", log)]
+            assert len(printed) == 2 and float(r["peak_loss"]) == pytest.approx(max(printed), abs=1e-4), (r, printed)
+        else:
+            assert r["peak_loss"] == ""
+    assert "## Training stability" in (card / "README.md").read_text()
     # two pretraining runs of their own seeds; fine-tuning seed i (i-th of the list) started from run i mod 2
     weights = [tmp_path / "out" / "pretraining" / "ctfm" / f"seed_{p}" / "models" / "encoder.pt" for p in (0, 1)]
     assert all(w.is_file() for w in weights) and weights[0].read_bytes() != weights[1].read_bytes()
@@ -302,6 +313,22 @@ def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol)
                 assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
 
 
+def test_a_run_whose_loss_peaks_over_three_times_its_comparisons_median_is_flagged():
+    def row(comparison: str, seed: int, peak: float | str, kind: str = "finetune_final_val_mean_dice") -> dict:
+        return {"comparison": comparison, "kind": kind, "encoder": "scratch", "fraction": 1.0, "seed": seed, "value": 0.5, "peak_loss": peak}
+
+    # medians: a = median(5, 6, 7, 28) = 6.5 (bar 19.5); b = median(2, 3, 9.5) = 3 (bar 9); probe rows and runs without a peak do not count
+    rows = [row("a", 0, 5.0), row("a", 1, 6.0), row("a", 2, 7.0), row("a", 3, 28.0), row("b", 0, 2.0), row("b", 1, 3.0), row("b", 2, 9.5),
+            row("b", 3, ""), row("a", 0, 99.0, kind="linear_probe_dice")]
+    flagged, medians = card_mod.unstable_runs(rows)
+    assert medians == {"a": 6.5, "b": 3.0}
+    assert [(r["comparison"], r["seed"], r["peak_loss"]) for r in flagged] == [("a", 3, 28.0), ("b", 2, 9.5)]
+    text = card_mod.stability_markdown(rows)
+    assert "a, scratch, fraction 1, seed 3: peak 28.0" in text and "seed 2: peak 9.5" in text and "seed 0" not in text
+    assert card_mod.stability_markdown(rows[:3]).endswith("No run's peak is over that bar.\n")
+    assert card_mod.stability_markdown([row("a", 0, "")]) == ""  # a card made before peaks were recorded says nothing
+
+
 def test_protocol_paths_are_read_from_the_repository_root_in_any_working_directory(tmp_path, monkeypatch):
     spec = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())
     scans = [p for p in spec["pretraining_data"]["real_images"] if (REPO / p).is_file()]
@@ -331,7 +358,7 @@ def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):
     best = bundle_runs.run_one(bundle_dir, comparison["configs"], run_dir, 1.0, 0, "", overrides, run_dir / "train.log", in_process=True)
     per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
     assert len(per_case) == 4 and sum(per_case) / len(per_case) > 0.35, per_case
-    curve = evidence.validation_curve(run_dir, best["metric"], overrides["epoch_length"])
+    curve = evidence.scalar_curve(run_dir, best["metric"], overrides["epoch_length"])
     step = overrides["epoch_length"]
     assert [it for it, _ in curve] == list(range(step, planned // 3 + 1, step)) and curve[-1][1] > curve[0][1] + 0.1, curve  # it learned along the way
 

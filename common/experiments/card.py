@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,31 @@ from typing import Any
 from common.experiments import stats
 from common.io import atomic_write, atomic_write_text
 
-RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "source"]
+RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "peak_loss", "source"]
+
+#: a fine-tuning run whose largest training loss is over this many times its comparison's median peak
+#: diverged for a while (measured on the medium card, 2026-12-06/07: runs that jumped peaked at 21-40 and
+#: ended with dead classes, the others at 2.5-7.2; at a stable rate 4.8-6.1)
+UNSTABLE_PEAK_RATIO = 3.0
+
+
+def _peak(row: Mapping[str, Any]) -> float:
+    value = row.get("peak_loss")
+    return math.nan if value in (None, "") else float(value)
+
+
+def unstable_runs(rows: Sequence[Mapping[str, Any]], ratio: float = UNSTABLE_PEAK_RATIO) -> tuple[list[dict], dict[str, float]]:
+    """Fine-tuning runs whose ``peak_loss`` exceeds ``ratio`` x the median peak of their comparison's runs
+    (all encoders, fractions and seeds), and each comparison's median: ``([{comparison, encoder,
+    fraction, seed, value, peak_loss}], {comparison: median})``. Runs without a recorded peak are left out."""
+    peaks: dict[str, list[float]] = {}
+    for r in rows:
+        if r["kind"].startswith("finetune") and not math.isnan(_peak(r)):
+            peaks.setdefault(r["comparison"], []).append(_peak(r))
+    medians = {c: statistics.median(v) for c, v in peaks.items()}
+    flagged = [{k: r[k] for k in ("comparison", "encoder", "fraction", "seed", "value")} | {"peak_loss": _peak(r)} for r in rows
+               if r["kind"].startswith("finetune") and r["comparison"] in medians and _peak(r) > ratio * medians[r["comparison"]]]
+    return flagged, medians
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
@@ -43,6 +68,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -
         seeds = stats.t_interval(list(by_seed.values()))
         row = {"comparison": comparison, "kind": kind, "encoder": encoder, "fraction": fraction, "seeds": seeds["n"],
                "mean": seeds["mean"], "seed_low": seeds["low"], "seed_high": seeds["high"]}
+        peaks = [p for p in map(_peak, rs) if not math.isnan(p)]
+        if peaks:
+            row["peak_loss"] = max(peaks)
         per_case = [json.loads(r["per_case"]) for r in rs if r.get("per_case")]
         if per_case and all(len(c) == len(per_case[0]) for c in per_case):
             case_means = [sum(c[i] for c in per_case) / len(per_case) for i in range(len(per_case[0]))]
@@ -62,13 +90,29 @@ def summarize(rows: Sequence[Mapping[str, Any]], baselines: Mapping[str, str]) -
 
 
 SUMMARY_FIELDS = ["comparison", "kind", "encoder", "fraction", "seeds", "mean", "seed_low", "seed_high", "cases", "case_low", "case_high",
-                  "vs", "diff", "diff_low", "diff_high", "detectable", "verdict"]
+                  "vs", "diff", "diff_low", "diff_high", "detectable", "verdict", "peak_loss"]
 
 
 def _fmt(value: Any) -> str:
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def stability_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The card's training-stability paragraph (:func:`unstable_runs`); empty when no run recorded its losses."""
+    flagged, medians = unstable_runs(rows)
+    if not medians:
+        return ""
+    lines = ["## Training stability", "",
+             f"`peak_loss` (runs.csv; summary.csv: the largest over seeds) is the largest training loss a fine-tuning run logged. A run "
+             f"whose peak is over {UNSTABLE_PEAK_RATIO:g}x its comparison's median peak diverged for a while, and its final score "
+             "measures that more than its initial weights. Median peaks: " + ", ".join(f"{c} {m:.2f}" for c, m in medians.items()) + ".", ""]
+    if not flagged:
+        return "\n".join(lines + ["No run's peak is over that bar.", ""])
+    lines += [f"- {r['comparison']}, {r['encoder']}, fraction {float(r['fraction']):g}, seed {r['seed']}: peak {r['peak_loss']:.1f}, "
+              f"final {float(r['value']):.3f}" for r in flagged]
+    return "\n".join(lines + ["", "Lower the comparison's learning rate (or lengthen its warm-up) before reading its differences.", ""])
 
 
 def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) -> str:
@@ -195,7 +239,8 @@ def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[
     if curves:
         atomic_write_text(card / "learning_curve.csv", csv_text(curves, CURVE_FIELDS))
         plot_learning_curves(curves, card)
-    atomic_write_text(card / "README.md", markdown(summary, protocol) + (
+    stability = stability_markdown(rows)
+    atomic_write_text(card / "README.md", markdown(summary, protocol) + ("\n" + stability if stability else "") + (
         "\n![learning curve](learning_curve.png)\n\nThe baseline's validation mean Dice during fine-tuning (`learning_curve.csv`): "
         "the fine-tuning length was chosen where this curve flattens with all labels.\n" if curves else ""))
     atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance,

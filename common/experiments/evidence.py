@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -321,22 +322,31 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[di
         per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
         rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                      "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
-                     "best_value": best["value"], "source": weights or "random initialisation"})
+                     "best_value": best["value"], "peak_loss": peak_training_loss(run_dir), "source": weights or "random initialisation"})
     return rows
 
 
-def validation_curve(run_dir: Path, metric: str, epoch_length: int) -> list[tuple[int, float]]:
-    """``[(iteration, value)]`` of ``metric`` at each validation of a finished run, read from its
-    TensorBoard events (``eval/tensorboard``, logged per epoch by the bundle's validation handler)."""
+def scalar_curve(run_dir: Path, tag: str, step_scale: int = 1) -> list[tuple[int, float]]:
+    """``[(step x step_scale, value)]`` of a TensorBoard scalar of a finished run, read from its events
+    (``eval/tensorboard``, where the bundles write ``train/loss`` per logged iteration and the validation
+    metrics per epoch: ``step_scale`` = epoch length turns those into iterations)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     points: dict[int, float] = {}
     for events in sorted((run_dir / "eval" / "tensorboard").rglob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
-        if metric in acc.Tags().get("scalars", []):
-            points.update({int(e.step) * int(epoch_length): float(e.value) for e in acc.Scalars(metric)})
+        if tag in acc.Tags().get("scalars", []):
+            points.update({int(e.step) * int(step_scale): float(e.value) for e in acc.Scalars(tag)})
     return sorted(points.items())
+
+
+def peak_training_loss(run_dir: Path) -> float:
+    """The largest training loss a finished run logged (``train/loss``, every ``log_interval`` iterations);
+    NaN when none was logged. A run that diverged early shows here even when its loss came back down (see
+    :func:`common.experiments.card.unstable_runs`)."""
+    values = [v for _, v in scalar_curve(run_dir, "train/loss")]
+    return max(values) if values else math.nan
 
 
 def learning_curves(comparison: Mapping[str, Any], protocol: Mapping[str, Any], out: Path, metric: str) -> list[dict]:
@@ -349,7 +359,7 @@ def learning_curves(comparison: Mapping[str, Any], protocol: Mapping[str, Any], 
         for seed in protocol["seeds"]:
             run_dir = out / "finetune" / comparison["name"] / comparison["baseline"] / f"fraction_{fraction:g}" / f"seed_{seed}"
             rows += [{"comparison": comparison["name"], "encoder": comparison["baseline"], "fraction": fraction, "seed": seed,
-                      "iteration": it, "value": v} for it, v in validation_curve(run_dir, metric, epoch_length)]
+                      "iteration": it, "value": v} for it, v in scalar_curve(run_dir, metric, epoch_length)]
     return rows
 
 
