@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))  # `common` when run as python bench/<script>.py
 
 from common.cli import command  # noqa: E402
 from common.experiments import bundle_runs, evidence, stats  # noqa: E402
+from common.experiments.protocol import read_protocol  # noqa: E402
 from common.runs.provenance import machine, read_record, software  # noqa: E402
 
 PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
@@ -46,7 +47,7 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
          comparison: str = COMPARISON) -> int:
     """Run (or reuse) the fine-tunes and print the JSON report; the first rate is the baseline. ``comparison``: another
     of the protocol's comparisons (its pretrained encoder is the arm compared with its baseline)."""
-    spec = json.loads(PROTOCOL.read_text())
+    spec = read_protocol(PROTOCOL)
     out = Path(output_dir)
     execution = evidence.Execution(in_process=False, parallel=2, threads=1)  # two runs at a time, 1 thread each
     chosen = next(c for c in spec["comparisons"] if c["name"] == comparison)

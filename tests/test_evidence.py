@@ -21,6 +21,7 @@ from conftest import REPO
 
 from common.experiments import bundle_runs, card as card_mod, evidence, probes, stats
 from common.experiments.downstream import bundle_parser, labelled_items
+from common.experiments.protocol import protocol_problems, read_protocol
 
 #: two-sided 95% Student t quantiles from a printed table (df -> t_0.975)
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
@@ -295,22 +296,40 @@ def test_encoder_weights_per_seed_and_a_missing_file_stops(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", sorted((REPO / "common/experiments/protocols").glob("*.json")), ids=lambda p: p.stem)
-def test_protocol_files_name_existing_bundles_configs_and_pretrainings(protocol):
-    spec = json.loads(protocol.read_text())
-    for key in ("name", "seeds", "fractions", "comparisons"):
-        assert key in spec, f"{protocol.name}: no {key}"
-    runs = list(spec.get("pretraining", {}).values()) + spec["comparisons"]
-    for run in runs:
+def test_protocol_files_are_valid_and_name_existing_bundles_and_configs(protocol):
+    spec = read_protocol(protocol)  # the schema and the references (baseline, pretraining:<name>)
+    for run in list(spec.get("pretraining", {}).values()) + spec["comparisons"]:
         configs = REPO / "bundles" / run["bundle"] / "configs"
         for name in ["train.json", *run.get("configs", [])]:
             assert (configs / name).is_file(), f"{protocol.name}: {configs / name} does not exist"
-    for c in spec["comparisons"]:
-        assert c["baseline"] in c["encoders"], f"{protocol.name}: {c['name']}'s baseline is not one of its encoders"
-        assert c.get("like_for_like"), f"{protocol.name}: {c['name']} does not say whether it is like for like"
-        for e in c["encoders"].values():
-            w = e.get("weights")
-            if w and w.startswith(evidence.PRETRAINED_PREFIX):
-                assert w[len(evidence.PRETRAINED_PREFIX):] in spec["pretraining"], f"{protocol.name}: {w} is not a pretraining of the protocol"
+        assert run.get("like_for_like") or run in spec["pretraining"].values(), f"{protocol.name}: {run['name']} does not say whether it is like for like"
+
+
+def test_a_misspelt_protocol_key_stops_the_command_before_anything_runs(capsys, tmp_path):
+    """A protocol is plain JSON: a key the runner does not read would otherwise leave its default in force in silence."""
+    from common.cli import command
+
+    spec = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())
+    spec["fractons"] = spec.pop("fractions")
+    spec["comparisons"][2]["finetune_overrides"]["learning_rate"] = 0.001
+    spec["comparisons"][2]["finetune_overides"] = spec["comparisons"][2].pop("finetune_overrides")
+    spec["probe"]["stpes"] = spec["probe"].pop("steps")
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(spec))
+    assert command(evidence.main, [str(path), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    for where in ("top level: Additional properties are not allowed ('fractons'", "'fractions' is a required property",
+                  "comparisons/2: Additional properties are not allowed ('finetune_overides'", "probe: Additional properties are not allowed ('stpes'"):
+        assert where in err, err
+    assert not (tmp_path / "out").exists()
+    fixed = json.loads((REPO / "common/experiments/protocols/medium.json").read_text())  # the references JSON Schema cannot express
+    fixed["comparisons"][0]["baseline"] = "scrach"
+    fixed["comparisons"][1]["encoders"]["anatomask"]["weights"] = "pretraining:anatomsk"
+    problems = protocol_problems(fixed)
+    assert problems == ["comparisons/0/baseline: 'scrach' is not one of its encoders ['scratch', 'subfore']",
+                        "comparisons/1/encoders/anatomask/weights: 'pretraining:anatomsk' names no pretraining of the protocol "
+                        "(its pretrainings: ['anatomask', 'ctfm', 'subfore'])"], problems
 
 
 def test_a_run_whose_loss_peaks_over_three_times_its_comparisons_median_is_flagged():

@@ -48,14 +48,13 @@ from common.cli import CommandLineError, command, value_list
 from common.experiments import bundle_runs, probes
 from common.experiments.card import RUN_FIELDS, csv_text, write_card
 from common.experiments.downstream import bundle_parser, labelled_cases, labelled_items, network_with_weights
+from common.experiments.protocol import PRETRAINED_PREFIX, protocol_file, read_protocol
 from common.io import atomic_write_text
-from common.paths import PACKAGE_PARENT
 from common.progress import progress_bar
 from common.runs.provenance import machine, software
 
 logger = logging.getLogger(__name__)
 
-PRETRAINED_PREFIX = "pretraining:"
 T = TypeVar("T")
 
 
@@ -75,12 +74,6 @@ def same_spec(folder: Path, spec: Mapping[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
-
-
-def protocol_file(path: str) -> Path:
-    """A file a protocol names: absolute, or relative to the repository root (where the README's
-    commands run), whatever the working directory, so a card made from elsewhere reads the same scans."""
-    return Path(path) if Path(path).is_absolute() else PACKAGE_PARENT / path
 
 
 def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
@@ -383,7 +376,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     """Run the protocol (resuming what is finished) and write the card; return the card folder.
 
     Args:
-        protocol: protocol JSON (see ``common/experiments/protocols/``).
+        protocol: protocol JSON (see ``common/experiments/protocols/``), checked first (:mod:`common.experiments.protocol`).
         output_dir: runs, caches and (unless ``card_dir``) ``card/``.
         card_dir: where the card goes (e.g. a folder committed to the repository).
         only: run this comparison only, or these (a list of names), e.g. to build a card in stages.
@@ -396,7 +389,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.monotonic()
     execution = Execution.choose(in_process, int(parallel))
-    spec = json.loads(Path(protocol).read_text())
+    spec = read_protocol(protocol)
     out = Path(output_dir).resolve()
     card = Path(card_dir).resolve() if card_dir else out / "card"
     only = value_list(only)
