@@ -3,13 +3,15 @@ only to its file; an override naming no config id stops it; a finished run is re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import REPO
 
 from common.experiments import bundle_runs
 
-pytestmark = pytest.mark.slow  # two short trainings (~40 s)
+pytestmark = pytest.mark.slow  # short trainings (~40 s) and a killed one resumed (~60 s)
 
 
 def test_in_process_run_equals_the_subprocess_run_and_is_reused(tmp_path, phantom_root, monkeypatch, capfd):
@@ -65,3 +67,37 @@ def test_a_one_line_stop_fails_the_in_process_run_not_the_harness(tmp_path):
     with pytest.raises(RuntimeError, match="no trained weights at .*model.pt"):
         bundle_runs.run_bundle([str(configs / "inference.json"), str(configs / "demo.json")], {"run_dir": str(tmp_path / "run")},
                                tmp_path / "run.log", tmp_path / "run" / "eval" / "predictions", in_process=True)
+
+
+def test_a_fine_tune_killed_after_its_first_validation_is_resumed_not_reused(tmp_path, phantom_root):
+    """``best_metric.json`` is written at every improvement, so a killed run has one: the harness must not take it for a
+    finished run (the card would report a half-trained score). Run again, the bundle resumes the run and finishes it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from common.runs.checkpoints import list_checkpoints
+
+    run_dir = tmp_path / "run"
+    overrides = {"phantom_dir": str(phantom_root), "num_phantoms": 5, "num_phantom_validation": 1, "num_steps": 12, "epoch_length": 2,
+                 "val_interval": 1, "checkpoint_interval": 2, "num_workers": 0}
+    args = (str(REPO / "bundles" / "btcv_finetune"), ["demo.json"], str(run_dir), 0.5, 0, "", overrides, str(run_dir / "train.log"))
+    code = ("import sys; from pathlib import Path; from common.experiments import bundle_runs; a = eval(sys.argv[1]); "
+            "bundle_runs.run_one(Path(a[0]), a[1], Path(a[2]), *a[3:7], Path(a[7]), in_process=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code, repr(args)], env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    best = run_dir / "models" / "best_metric.json"
+    deadline = time.monotonic() + 300
+    while not (best.is_file() and list_checkpoints(run_dir / "models" / "checkpoints")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = list_checkpoints(run_dir / "models" / "checkpoints")[-1][0]
+    assert best.is_file() and killed_at < 12 and not (run_dir / bundle_runs.FINISHED).exists()
+
+    result = bundle_runs.run_one(Path(args[0]), args[1], run_dir, *args[3:7], run_dir / "train.log", in_process=True)
+    assert list_checkpoints(run_dir / "models" / "checkpoints")[-1][0] == 12  # resumed and finished, not reused at iteration killed_at
+    assert "Resum" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / bundle_runs.FINISHED).read_text()) == result == json.loads(best.read_text())

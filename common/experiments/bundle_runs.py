@@ -20,10 +20,14 @@ from pathlib import Path
 
 import common
 from common.cli import format_override
+from common.io import atomic_write_text
 from common.paths import locate_bundle
 from common.runs.workflow import WORKFLOW_NAME
 
 logger = logging.getLogger(__name__)
+
+#: written by :func:`run_one` once the bundle ended successfully: the sign that a run is finished
+FINISHED = "finished.json"
 
 
 def bundle_config_files(bundle: str | os.PathLike, configs: Sequence[str] = ()) -> tuple[Path, list[str]]:
@@ -142,11 +146,17 @@ def run_one(
     in_process: bool = False, threads: int | None = None,
 ) -> dict:
     """Train one configuration (or reuse its finished result); return its ``best_metric.json``.
-    ``in_process``, ``threads``: as :func:`run_bundle`."""
-    result = run_dir / "models" / "best_metric.json"
-    if result.is_file():
+    ``in_process``, ``threads``: as :func:`run_bundle`.
+
+    A run counts as finished when this function saw the bundle end successfully and wrote
+    ``run_dir/finished.json``. ``best_metric.json`` alone is no such sign: the bundle writes it at every
+    improvement, so a run interrupted after its first validation has one. Such a run is run again,
+    and the bundle resumes it from its newest checkpoint (same settings: the same run)."""
+    finished = run_dir / FINISHED
+    if finished.is_file():
         logger.info(f"{run_dir}: finished earlier, reusing its result")
-        return json.loads(result.read_text())
+        return json.loads(finished.read_text())
+    result = run_dir / "models" / "best_metric.json"
     bundle_dir, files = bundle_config_files(bundle_dir, configs)
     args = {
         "bundle_root": str(bundle_dir),
@@ -158,4 +168,5 @@ def run_one(
         **overrides,
     }
     run_bundle(files, args, log_file, result, in_process, threads)
+    atomic_write_text(finished, result.read_text())
     return json.loads(result.read_text())
