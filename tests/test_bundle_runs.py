@@ -39,6 +39,12 @@ def test_in_process_run_equals_the_subprocess_run_and_is_reused(tmp_path, phanto
     # a finished run is reused: nothing retrained
     stamp = (tmp_path / "in_process" / "models" / "model.pt").stat().st_mtime_ns
     assert run("in_process", True) == best and (tmp_path / "in_process" / "models" / "model.pt").stat().st_mtime_ns == stamp
+    # a complete run without the harness's finished.json (made before the harness wrote one) is entered once more: the
+    # bundle finds it complete, trains nothing, and its result stands
+    (tmp_path / "in_process" / bundle_runs.FINISHED).unlink()
+    assert run("in_process", True) == best and (tmp_path / "in_process" / "models" / "model.pt").stat().st_mtime_ns == stamp
+    assert "already complete at iteration 2: nothing to train" in (tmp_path / "in_process" / "train.log").read_text()
+    assert (tmp_path / "in_process" / bundle_runs.FINISHED).is_file()
     # an override naming no config id stops an in-process run as `monai.bundle run` stops it
     with pytest.raises(RuntimeError, match="--num_stepz: no such key"):
         run("typo", True, {"num_stepz": 3})
