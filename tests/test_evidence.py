@@ -254,6 +254,7 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     assert (executed["parallel"], executed["threads_per_run"], executed["in_process"]) == (2, max(1, len(os.sched_getaffinity(0)) // 2), False)
     assert executed["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and executed["software"]["torch"] == torch.__version__
     assert executed["wall_s"] > 0
+    assert json.loads((card / "protocol.json").read_text())["absent"] == evidence.absent_scans(protocol)  # {} where ../shared/data is here
     (card / "summary.csv").unlink()  # the card written again from its own files keeps the record
     assert json.loads((card_mod.rewrite_card(card) / "protocol.json").read_text())["execution"] == executed and (card / "summary.csv").is_file()
     if "real_checks" in protocol:
@@ -360,6 +361,30 @@ def test_protocol_paths_are_read_from_the_repository_root_in_any_working_directo
     assert [Path(i["label"]) for i in items] == [(REPO / c["label"]).resolve() for c in spec["real_check"]["cases"]]
     assert label_map["label_values_in"] and len(label_map["label_values_in"]) == len(label_map["label_values_out"])
 
+
+
+def test_a_card_says_which_of_its_protocols_real_scans_were_absent(tmp_path):
+    """The protocol's description assumes its real scans; runs go on without the absent ones, so the card must say so."""
+    here, gone = tmp_path / "here.nii.gz", tmp_path / "gone.nii.gz"
+    here.write_bytes(b"x")
+    protocol = {"name": "p", "description": "pretrained on phantoms plus the real CT", "seeds": [0], "fractions": [1.0], "comparisons": [],
+                "pretraining_data": {"real_images": [str(here), str(gone)]},
+                "real_check": {"cases": [{"image": str(here), "label": str(here)}]},
+                "real_checks": [{"name": "spleen", "cases": [{"image": str(here), "label": str(gone)}]}]}
+    absent = evidence.absent_scans(protocol)
+    assert absent == {"pretraining_data": [str(gone)], "real_checks/spleen": [str(gone)]}
+    assert evidence.absent_scans({**protocol, "pretraining_data": {"real_images": [str(here)]}, "real_checks": []}) == {}
+    datalist = evidence.pretraining_datalist({"pretraining_data": {**protocol["pretraining_data"], "num_phantoms": 0}}, tmp_path)
+    assert [d["image"] for d in json.loads(datalist.read_text())["training"]] == [str(here.resolve())]
+
+    card = card_mod.write_card(tmp_path / "card", [], protocol, {}, {}, absent=absent)
+    text = (card / "README.md").read_text()
+    assert "**Absent when this card was made, so not in its runs**" in text and f"real_checks/spleen: {gone}" in text
+    assert json.loads((card / "protocol.json").read_text())["absent"] == absent
+    (card / "runs.csv").write_text(card_mod.csv_text([], card_mod.RUN_FIELDS))  # the runner's part of a card
+    assert card_mod.rewrite_card(card) and "Absent when this card was made" in (card / "README.md").read_text()
+    complete = card_mod.write_card(tmp_path / "complete", [], protocol, {}, {}, absent={})
+    assert "Absent" not in (complete / "README.md").read_text() and json.loads((complete / "protocol.json").read_text())["absent"] == {}
 
 @pytest.mark.slow  # ~160 s in the full suite: the first third of one fine-tune at the medium protocol's size
 def test_medium_protocols_scratch_arm_clears_its_learning_bar_early(tmp_path):

@@ -115,10 +115,13 @@ def stability_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines + ["", "Lower the comparison's learning rate (or lengthen its warm-up) before reading its differences.", ""])
 
 
-def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) -> str:
-    """The card's table: one line per summary row."""
+def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], absent: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The card's table: one line per summary row. ``absent``: the protocol's real files that were not there
+    (:func:`common.experiments.evidence.absent_scans`), stated under the description that assumes them."""
     lines = [f"# Evidence card: protocol `{protocol.get('name', '?')}`", "",
              protocol.get("description", ""), "",
+             *([f"**Absent when this card was made, so not in its runs** (the description assumes them): "
+                + "; ".join(f"{where}: {', '.join(files)}" for where, files in absent.items()), ""] if absent else []),
              f"Seeds {protocol.get('seeds')}, labelled fractions {protocol.get('fractions')}. Intervals are 95%: Student t over seeds, "
              "percentile bootstrap over the held-out cases (each case averaged over seeds); the paired difference is taken per seed "
              "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
@@ -230,21 +233,24 @@ def plot_learning_curves(curves: Sequence[Mapping[str, Any]], out: Path) -> Path
 
 
 def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
-               baselines: Mapping[str, str], curves: Sequence[Mapping[str, Any]] = (), execution: Mapping[str, Any] | None = None) -> Path:
+               baselines: Mapping[str, str], curves: Sequence[Mapping[str, Any]] = (), execution: Mapping[str, Any] | None = None,
+               absent: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Write the card's summary, Markdown, protocol record and plots into ``card`` (``runs.csv`` is the runner's;
     ``curves``: the baselines' learning curves, :func:`common.experiments.evidence.learning_curves`; ``execution``:
-    how the runs were executed, recorded in ``protocol.json``)."""
+    how the runs were executed, and ``absent``: the protocol's real files that were not there, both recorded in
+    ``protocol.json``; ``absent`` ``None``: not known, e.g. a card made before it was recorded)."""
     summary = summarize(rows, baselines)
     atomic_write_text(card / "summary.csv", csv_text(summary, SUMMARY_FIELDS))
     if curves:
         atomic_write_text(card / "learning_curve.csv", csv_text(curves, CURVE_FIELDS))
         plot_learning_curves(curves, card)
     stability = stability_markdown(rows)
-    atomic_write_text(card / "README.md", markdown(summary, protocol) + ("\n" + stability if stability else "") + (
+    atomic_write_text(card / "README.md", markdown(summary, protocol, absent) + ("\n" + stability if stability else "") + (
         "\n![learning curve](learning_curve.png)\n\nThe baseline's validation mean Dice during fine-tuning (`learning_curve.csv`): "
         "the fine-tuning length was chosen where this curve flattens with all labels.\n" if curves else ""))
     atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance,
-                                                          **({"execution": dict(execution)} if execution else {})}, indent=1))
+                                                          **({"execution": dict(execution)} if execution else {}),
+                                                          **({"absent": dict(absent)} if absent is not None else {})}, indent=1))
     plot(summary, card)
     return card
 
@@ -262,7 +268,7 @@ def rewrite_card(card: str | Path) -> Path:
     record = json.loads((card / "protocol.json").read_text())
     protocol = record["protocol"]
     return write_card(card, rows, protocol, record.get("encoders", {}), {c["name"]: c["baseline"] for c in protocol.get("comparisons", [])},
-                      curves, record.get("execution"))
+                      curves, record.get("execution"), record.get("absent"))
 
 
 if __name__ == "__main__":

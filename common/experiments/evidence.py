@@ -88,7 +88,7 @@ def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
         folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec["num_phantoms"]), num_validation=0, seed=int(spec.get("phantom_seed", 1)))
         items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
     real = [protocol_file(p) for p in spec.get("real_images", []) if protocol_file(p).is_file()]
-    missing = [str(protocol_file(p)) for p in spec.get("real_images", []) if not protocol_file(p).is_file()]
+    missing = [str(protocol_file(p)) for p in absent_scans(protocol).get("pretraining_data", [])]
     if missing:
         logger.warning(f"pretraining_data: {len(missing)} real scan(s) absent here, pretraining on phantoms without them: {missing}")
     path = out / "pretraining_datalist.json"
@@ -286,6 +286,20 @@ def real_check_items(spec: Mapping[str, Any] | None) -> tuple[list[dict[str, str
     return [{k: str(protocol_file(c[k]).resolve()) for k in ("image", "label")} for c in present], overrides
 
 
+def absent_scans(protocol: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The protocol's real files that are not here, by the entry naming them (``pretraining_data``, ``real_check``,
+    ``real_checks/<name>``); ``{}`` when all are here. The runs go on without them (with a warning), and the card
+    records and states what was absent, since the protocol's description assumes every one of them."""
+    def case_files(cases: Sequence[Mapping[str, str]]) -> list[str]:
+        return [c[k] for c in cases for k in ("image", "label")]
+
+    named = {"pretraining_data": protocol.get("pretraining_data", {}).get("real_images", []),
+             "real_check": case_files((protocol.get("real_check") or {}).get("cases", [])),
+             **{f"real_checks/{c['name']}": case_files(c["cases"]) for c in protocol.get("real_checks", [])}}
+    absent = {where: [f for f in files if not protocol_file(f).is_file()] for where, files in named.items()}
+    return {where: files for where, files in absent.items() if files}
+
+
 def finetune_overrides(comparison: Mapping[str, Any], variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A comparison's fine-tuning settings: its shared ``overrides``, then ``finetune_overrides``, then one encoder's ``variant``."""
     return {**comparison.get("overrides", {}), **comparison.get("finetune_overrides", {}), **(variant or {})}
@@ -434,7 +448,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     executed = {"parallel": execution.parallel, "in_process": execution.in_process, "threads_per_run": execution.threads or torch.get_num_threads(),
                 "cpus": len(os.sched_getaffinity(0)), "machine": machine(), "software": software(), "wall_s": round(time.monotonic() - started),
                 "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated"}
-    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed)
+    write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed, absent_scans(spec))
     logger.info(f"Wrote the card to {card}")
     return str(card)
 
