@@ -255,6 +255,10 @@ def test_micro_card_matches_its_csv_and_splits_are_shared(tmp_path):
     assert executed["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and executed["software"]["torch"] == torch.__version__
     assert executed["wall_s"] > 0
     assert json.loads((card / "protocol.json").read_text())["absent"] == evidence.absent_scans(protocol)  # {} where ../shared/data is here
+    # which code made each run: this checkout's commit ("" outside a git checkout), for the card and every row
+    from common.runs.provenance import code_version, software
+
+    assert executed["made_by"] == [code_version(software())] and {r["made_by"] for r in runs} == {code_version(software())}
     (card / "summary.csv").unlink()  # the card written again from its own files keeps the record
     assert json.loads((card_mod.rewrite_card(card) / "protocol.json").read_text())["execution"] == executed and (card / "summary.csv").is_file()
     if "real_checks" in protocol:
@@ -361,6 +365,20 @@ def test_protocol_paths_are_read_from_the_repository_root_in_any_working_directo
     assert [Path(i["label"]) for i in items] == [(REPO / c["label"]).resolve() for c in spec["real_check"]["cases"]]
     assert label_map["label_values_in"] and len(label_map["label_values_in"]) == len(label_map["label_values_out"])
 
+
+
+def test_a_card_says_which_code_made_its_runs_and_warns_when_more_than_one_did():
+    assert card_mod.conditions(None, None) == [] and card_mod.conditions({}, []) == []  # a card made before they were recorded
+    one = " ".join(card_mod.conditions({}, ["0123456789"]))
+    assert "at commit 0123456789" in one and "more than one" not in one
+    for mixed in (["0123456789", "abcdef0123"], ["0123456789+changes"], ["", "0123456789"]):
+        assert "**Made by more than one version of the code, or by uncommitted changes**" in " ".join(card_mod.conditions({}, mixed)), mixed
+    assert "not recorded (they ran outside a git checkout)" in " ".join(card_mod.conditions({}, [""]))
+    from common.runs.provenance import code_version
+
+    assert code_version({"git": {"commit": "0123456789abcdef", "dirty": False}}) == "0123456789"
+    assert code_version({"git": {"commit": "0123456789abcdef", "dirty": True}}) == "0123456789+changes"
+    assert code_version({"torch": "2.13.0"}) == code_version(None) == ""
 
 
 def test_a_card_says_which_of_its_protocols_real_scans_were_absent(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 from common.experiments import stats
 from common.io import atomic_write, atomic_write_text
 
-RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "peak_loss", "source"]
+RUN_FIELDS = ["comparison", "kind", "encoder", "fraction", "seed", "value", "per_case", "best_value", "peak_loss", "source", "made_by"]
 
 #: a fine-tuning run whose largest training loss is over this many times its comparison's median peak
 #: diverged for a while (measured on the medium card, 2026-12-06/07: runs that jumped peaked at 21-40 and
@@ -115,13 +115,33 @@ def stability_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines + ["", "Lower the comparison's learning rate (or lengthen its warm-up) before reading its differences.", ""])
 
 
-def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], absent: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The card's table: one line per summary row. ``absent``: the protocol's real files that were not there
-    (:func:`common.experiments.evidence.absent_scans`), stated under the description that assumes them."""
+def conditions(absent: Mapping[str, Sequence[str]] | None, made_by: Sequence[str] | None) -> list[str]:
+    """What the card's README says under the protocol's description about how its runs were made: the protocol's real
+    files that were absent (``absent``, :func:`common.experiments.evidence.absent_scans`; the description assumes
+    them), and the versions of the collection's code that made the runs (``made_by``,
+    :func:`common.runs.provenance.code_version`; ``""`` for runs that did not record theirs). Nothing for what a card
+    made before these were recorded does not know (``None``)."""
+    lines = []
+    if absent:
+        lines += ["**Absent when this card was made, so not in its runs** (the description assumes them): "
+                  + "; ".join(f"{where}: {', '.join(files)}" for where, files in absent.items()), ""]
+    known = [v for v in made_by or () if v]
+    if made_by and not known:
+        lines += ["Which version of the collection's code made the runs is not recorded (they ran outside a git checkout).", ""]
+    elif len(known) == 1 and len(made_by) == 1 and not known[0].endswith("+changes"):
+        lines += [f"Every run (pretraining, probes, fine-tuning) was made by the collection's code at commit {known[0]}.", ""]
+    elif made_by:
+        unknown = " and by code that was not recorded" if len(known) < len(made_by) else ""
+        lines += [f"**Made by more than one version of the code, or by uncommitted changes**: {', '.join(known)}{unknown} "
+                  "(`made_by` in runs.csv and in protocol.json's encoder records). Check that what changed "
+                  "between them touches no training or scoring path before reading the differences.", ""]
+    return lines
+
+
+def markdown(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], notes: Sequence[str] = ()) -> str:
+    """The card's table: one line per summary row; ``notes``: lines under the protocol's description (:func:`conditions`)."""
     lines = [f"# Evidence card: protocol `{protocol.get('name', '?')}`", "",
-             protocol.get("description", ""), "",
-             *([f"**Absent when this card was made, so not in its runs** (the description assumes them): "
-                + "; ".join(f"{where}: {', '.join(files)}" for where, files in absent.items()), ""] if absent else []),
+             protocol.get("description", ""), "", *notes,
              f"Seeds {protocol.get('seeds')}, labelled fractions {protocol.get('fractions')}. Intervals are 95%: Student t over seeds, "
              "percentile bootstrap over the held-out cases (each case averaged over seeds); the paired difference is taken per seed "
              "(same split, same seed) against the comparison's baseline. Fine-tuning is scored by the final model's mean Dice on the "
@@ -245,7 +265,7 @@ def write_card(card: Path, rows: Sequence[Mapping[str, Any]], protocol: Mapping[
         atomic_write_text(card / "learning_curve.csv", csv_text(curves, CURVE_FIELDS))
         plot_learning_curves(curves, card)
     stability = stability_markdown(rows)
-    atomic_write_text(card / "README.md", markdown(summary, protocol, absent) + ("\n" + stability if stability else "") + (
+    atomic_write_text(card / "README.md", markdown(summary, protocol, conditions(absent, (execution or {}).get("made_by"))) + ("\n" + stability if stability else "") + (
         "\n![learning curve](learning_curve.png)\n\nThe baseline's validation mean Dice during fine-tuning (`learning_curve.csv`): "
         "the fine-tuning length was chosen where this curve flattens with all labels.\n" if curves else ""))
     atomic_write_text(card / "protocol.json", json.dumps({"protocol": protocol, "encoders": provenance,

@@ -20,7 +20,9 @@ and writes ``<output_dir>/card/`` (:mod:`common.experiments.card`): ``runs.csv``
 each encoder's paired difference to the comparison's baseline per fraction), ``finetune.png`` and
 ``probes.png``, and ``protocol.json`` with each encoder's provenance and how the runs were executed
 (runs side by side, threads each, this machine's CPUs, this invocation's wall time: thread counts change
-the numbers to rounding). Everything finished is reused, so an interrupted card resumes. Example::
+the numbers to rounding) and by which version of the code (``made_by``: also per run in ``runs.csv``; the README
+warns when more than one did, or the protocol's real scans were absent). Everything finished is reused, so an
+interrupted card resumes. Example::
 
     python -m common.experiments.evidence --protocol common/experiments/protocols/small.json \\
         --output_dir runs/evidence_small
@@ -51,7 +53,7 @@ from common.experiments.downstream import bundle_parser, labelled_cases, labelle
 from common.experiments.protocol import PRETRAINED_PREFIX, protocol_file, read_protocol
 from common.io import atomic_write_text
 from common.progress import progress_bar
-from common.runs.provenance import machine, software
+from common.runs.provenance import code_version, machine, read_record, software
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +172,12 @@ def weights_record(weights: str) -> dict[str, Any] | None:
     loss from its provenance record (``None`` for scratch; ``{"file", "record": None}`` without one)."""
     if not weights:
         return None
-    from common.runs.provenance import read_record
-
     record = read_record(weights)
     if record is None:
         return {"file": weights, "record": None}
     return {"file": weights, "sha256": record.get("sha256"), "bundle": record.get("bundle"), "run": record.get("run"),
-            "training": record.get("training"), "preprocessing": record.get("preprocessing"), "machine": record.get("machine")}
+            "training": record.get("training"), "preprocessing": record.get("preprocessing"), "machine": record.get("machine"),
+            "made_by": code_version(record.get("software"))}
 
 
 PROBE_KINDS = (("linear_probe_dice", "linear", "dice"), ("knn_probe_balanced_accuracy", "knn", "balanced_accuracy"))
@@ -247,6 +248,7 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[
                     net = network_with_weights(bundle_parser(comparison["bundle"], comparison.get("configs", []), {**base, **variant}), weights)
                 fresh = _probe_encoder(net, load("train#files"), {prefix: load(tests[prefix][0]) for prefix in missing}, num_classes, p, seed)
                 for prefix, result in fresh.items():
+                    result["made_by"] = code_version(software())
                     atomic_write_text(caches[prefix], json.dumps(result, indent=1))
                 results.update(fresh)
             for prefix in tests:
@@ -255,7 +257,7 @@ def probe_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[dict[
                     rows.append({"comparison": comparison["name"], "kind": prefix + kind, "encoder": encoder, "fraction": p.get("train_fraction", 1.0),
                                  "seed": seed, "value": result[key][value_key], "per_case": json.dumps(result[key]["per_case"]),
                                  "source": weights if encoder != "raw_intensity" else "image intensities",
-                                 "train_cases": result["train_cases"]})
+                                 "train_cases": result["train_cases"], "made_by": result.get("made_by", "")})
     return rows
 
 
@@ -329,7 +331,8 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[di
         per_case = final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
         rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                      "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
-                     "best_value": best["value"], "peak_loss": peak_training_loss(run_dir), "source": weights or "random initialisation"})
+                     "best_value": best["value"], "peak_loss": peak_training_loss(run_dir), "source": weights or "random initialisation",
+                     "made_by": code_version((read_record(run_dir / "models" / "model.pt") or {}).get("software"))})
     return rows
 
 
@@ -447,7 +450,9 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
     bar.close()
     executed = {"parallel": execution.parallel, "in_process": execution.in_process, "threads_per_run": execution.threads or torch.get_num_threads(),
                 "cpus": len(os.sched_getaffinity(0)), "machine": machine(), "software": software(), "wall_s": round(time.monotonic() - started),
-                "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated"}
+                "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated",
+                "made_by": sorted({r.get("made_by", "") for r in rows}
+                                  | {code_version((read_record(w) or {}).get("software")) for runs in pretrained.values() for w in runs})}
     write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed, absent_scans(spec))
     logger.info(f"Wrote the card to {card}")
     return str(card)

@@ -83,6 +83,13 @@ def software() -> dict[str, Any]:
     return out
 
 
+def code_version(software_record: Mapping[str, Any] | None) -> str:
+    """The collection's code a :func:`software` record names: its commit (10 digits), ``+changes`` when the checkout
+    had uncommitted changes to tracked files; ``""`` when unknown (not a git checkout, or a record without it)."""
+    git = (software_record or {}).get("git") or {}
+    return git["commit"][:10] + ("+changes" if git.get("dirty") else "") if git.get("commit") else ""
+
+
 def machine() -> dict[str, Any]:
     """Where the numbers were computed: CPU model, PyTorch's CPU kernel level (``AVX2``, ``AVX512``, ...), CPU threads, GPU."""
     import torch
