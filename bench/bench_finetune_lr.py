@@ -1,11 +1,13 @@
 """A medium-protocol comparison (default CT-FM's, SegResNetDS; all 8 labelled phantoms) at two learning rates; prints JSON.
 
-Why it matters: in the medium card (bench/results/evidence_medium) CT-FM's all-labels fine-tune of seed 0
-ended at 0.06 Dice after its training loss jumped to 28, at the protocol's rate for SegResNetDS (5e-3).
+Why it matters: in the 2026-12-06 medium card (bench/results/evidence_medium_2026-12-06_lr5e-3) CT-FM's all-labels
+fine-tune of seed 0 ended at 0.06 Dice after its training loss jumped to 28, at the protocol's rate for SegResNetDS
+then (5e-3; since this measurement the protocol fine-tunes SegResNetDS at 1e-3).
 This runs both arms (scratch, CT-FM pretraining run ``seed mod 2``, as the evidence runner pairs them) for
 seeds 0-2 at the protocol's rate and at a lower one, with every other setting of the protocol, and reports
 each run's final mean Dice on the 4 held-out phantoms, the largest training loss of its first 50 steps
-(the jump), and the paired difference per rate. The baseline is the protocol's rate, in the same run.
+(the jump), and the paired difference per rate. The baseline is the first rate (by default 5e-3, the rate that
+jumped), in the same run.
 
 Runs are the evidence runner's (``common.experiments.evidence``: its pretraining, datalists and
 ``bundle_runs.run_one``), one subprocess per run with 1 CPU thread, two at a time; finished runs in
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO))  # `common` when run as python bench/<script>.py
 from common.cli import command  # noqa: E402
 from common.experiments import bundle_runs, evidence, stats  # noqa: E402
 from common.experiments.protocol import read_protocol  # noqa: E402
-from common.runs.provenance import machine, read_record, software  # noqa: E402
+from common.runs.provenance import code_version, machine, read_record, software  # noqa: E402
 
 PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
 COMPARISON = "ctfm_segresnetds"
@@ -69,9 +71,9 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
                      "cache": "disk", "cache_dir": str(out / "cache")}
         best = bundle_runs.run_one(bundle_dir, chosen["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
         per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
-        made_by = (read_record(run_dir / "models" / "model.pt") or {}).get("software", {}).get("git", {}).get("commit", "")
+        made_by = code_version((read_record(run_dir / "models" / "model.pt") or {}).get("software"))
         return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
-                "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by[:10]}
+                "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by}
 
     runs = execution.map([partial(run, job) for job in jobs])
     by = {(r["rate"], r["arm"], r["seed"]): r["final_dice"] for r in runs}
