@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))  # `common` when run as python bench/<script>.py
 from common.cli import command  # noqa: E402
 from common.experiments import bundle_runs, evidence, stats  # noqa: E402
 from common.experiments.protocol import read_protocol  # noqa: E402
-from common.runs.provenance import code_version, machine, read_record, software  # noqa: E402
+from common.runs.provenance import machine, software, weights_made_by  # noqa: E402
 
 PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
 COMPARISON = "ctfm_segresnetds"
@@ -71,7 +71,7 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
                      "cache": "disk", "cache_dir": str(out / "cache")}
         best = bundle_runs.run_one(bundle_dir, chosen["configs"], run_dir, 1.0, seed, weights, overrides, run_dir / "train.log", False, 1)
         per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
-        made_by = code_version((read_record(run_dir / "models" / "model.pt") or {}).get("software"))
+        made_by = weights_made_by(run_dir / "models" / "model.pt")
         return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
                 "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by}
 

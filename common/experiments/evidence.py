@@ -53,7 +53,7 @@ from common.experiments.downstream import bundle_parser, labelled_cases, labelle
 from common.experiments.protocol import PRETRAINED_PREFIX, protocol_file, read_protocol
 from common.io import atomic_write_text
 from common.progress import progress_bar
-from common.runs.provenance import code_version, machine, read_record, software
+from common.runs.provenance import code_version, machine, read_record, software, weights_made_by
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,9 @@ def pretraining_datalist(protocol: Mapping[str, Any], out: Path) -> Path:
     if int(spec.get("num_phantoms", 12)) > 0:
         folder = ensure_phantom_dataset(out / "phantoms", num_cases=int(spec["num_phantoms"]), num_validation=0, seed=int(spec.get("phantom_seed", 1)))
         items = [{"image": str(folder / d["image"])} for d in json.loads((folder / "dataset.json").read_text())["training"]]
-    real = [protocol_file(p) for p in spec.get("real_images", []) if protocol_file(p).is_file()]
-    missing = [str(protocol_file(p)) for p in absent_scans(protocol).get("pretraining_data", [])]
+    absent = absent_scans(protocol).get("pretraining_data", [])
+    real = [protocol_file(p) for p in spec.get("real_images", []) if p not in absent]
+    missing = [str(protocol_file(p)) for p in absent]
     if missing:
         logger.warning(f"pretraining_data: {len(missing)} real scan(s) absent here, pretraining on phantoms without them: {missing}")
     path = out / "pretraining_datalist.json"
@@ -332,7 +333,7 @@ def finetune_runs(comparison: Mapping[str, Any], encoders: Mapping[str, tuple[di
         rows.append({"comparison": comparison["name"], "kind": f"finetune_final_{best['metric']}", "encoder": encoder,
                      "fraction": fraction, "seed": seed, "value": sum(per_case) / len(per_case), "per_case": json.dumps(per_case),
                      "best_value": best["value"], "peak_loss": peak_training_loss(run_dir), "source": weights or "random initialisation",
-                     "made_by": code_version((read_record(run_dir / "models" / "model.pt") or {}).get("software"))})
+                     "made_by": weights_made_by(run_dir / "models" / "model.pt")})
     return rows
 
 
@@ -452,7 +453,7 @@ def main(protocol: str, output_dir: str = "runs/evidence", card_dir: str | None 
                 "cpus": len(os.sched_getaffinity(0)), "machine": machine(), "software": software(), "wall_s": round(time.monotonic() - started),
                 "wall_s_counts": "this invocation only: runs finished earlier were reused, not repeated",
                 "made_by": sorted({r.get("made_by", "") for r in rows}
-                                  | {code_version((read_record(w) or {}).get("software")) for runs in pretrained.values() for w in runs})}
+                                  | {weights_made_by(w) for runs in pretrained.values() for w in runs})}
     write_card(card, rows, spec, provenance, {c["name"]: c["baseline"] for c in comparisons}, curves, executed, absent_scans(spec))
     logger.info(f"Wrote the card to {card}")
     return str(card)

@@ -90,6 +90,11 @@ def code_version(software_record: Mapping[str, Any] | None) -> str:
     return git["commit"][:10] + ("+changes" if git.get("dirty") else "") if git.get("commit") else ""
 
 
+def weights_made_by(weights_path: str | os.PathLike) -> str:
+    """:func:`code_version` of the record next to ``weights_path`` (``""`` without one)."""
+    return code_version((read_record(weights_path) or {}).get("software"))
+
+
 def machine() -> dict[str, Any]:
     """Where the numbers were computed: CPU model, PyTorch's CPU kernel level (``AVX2``, ``AVX512``, ...), CPU threads, GPU."""
     import torch
