@@ -107,8 +107,8 @@ class FileFacts:
 _MEMO: dict[tuple, FileFacts] = {}
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith((".nii", ".nii.gz"))
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).endswith((".nii", ".nii.gz"))
 
 
 def _read(path: Path, role: str, checks: CaseChecks) -> FileFacts:
@@ -136,7 +136,7 @@ def _read_uncached(path: Path, role: str, checks: CaseChecks) -> FileFacts:
         if facts.problems:
             return facts
     try:
-        if _is_nifti(path):
+        if is_nifti(path):
             import nibabel as nib
 
             img = nib.load(str(path))

@@ -30,6 +30,7 @@ from common.data.case_checks import (
     PreflightReport,
     case_name,
     checked_cases,
+    is_nifti,
     preflight,
 )
 from common.data.store import recorded_checks
@@ -37,7 +38,6 @@ from common.data.triage_phantoms import ensure_triage_phantom_dataset
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FILE_KEYS = ("image", "label")
 PHANTOM_KINDS = {"ct": ensure_phantom_dataset, "brats": ensure_brats_phantom_dataset, "ct_triage": ensure_triage_phantom_dataset}
 PHANTOM_NAMES = {"ct": "CT", "brats": "brain-tumour MRI", "ct_triage": "CT triage (normal / haemorrhage)"}
@@ -45,10 +45,6 @@ PHANTOM_NAMES = {"ct": "CT", "brats": "brain-tumour MRI", "ct_triage": "CT triag
 
 class DatalistError(ValueError):
     """A datalist that cannot be used; the message names the file, entry and field."""
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    return str(path).endswith(NIFTI_SUFFIXES)
 
 
 def _resolve_entry(entry: object, base_dir: Path, where: str) -> tuple[dict, list[str]]:
