@@ -31,6 +31,7 @@ def progress_bar(total: int | None, desc: str, unit: str = "case", enabled: bool
     ``disable``: every call does nothing) where :func:`progress_enabled` says no."""
     from tqdm.auto import tqdm
 
+    tqdm.monitor_interval = 0  # no monitor thread (tqdm starts one even for a disabled bar): a process that forks stays single-threaded
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr, disable=not progress_enabled(enabled))
 
 

@@ -119,11 +119,15 @@ def stores(cache_dir: Path) -> list[Path]:
 
 
 def test_preprocess_command_writes_a_manifest_and_skips_finished_cases(tmp_path, phantom_root, capsys):
+    """The command as a user runs it (its own process: 2 forked workers), then again in this process."""
     args = ["--config_file", str(BUNDLES / "btcv_finetune" / "configs" / "train.json"), "--workers", "2",
             "--phantom_dir", str(phantom_root), "--num_phantoms", "5", "--num_phantom_validation", "1",
             "--bundle_root", str(tmp_path), "--pixdim", "[3.0, 3.0, 3.0]", "--roi_size", "[32, 32, 32]"]
-    assert command(preprocess_module.main, args) == 0
-    out = capsys.readouterr().out
+    run = subprocess.run([sys.executable, "-m", "common.data.preprocess", *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "with 2 processes" in out and "other thread(s)" not in out
     assert "train: store" in out and "0 case(s) already stored, 4 written" in out and "1 written" in out and "--cache store" in out
     train_store, val_store = stores(tmp_path / "cache")[0], stores(tmp_path / "cache")[1]  # two pipelines, two stores
     manifests = [json.loads((s / "manifest.json").read_text()) for s in (train_store, val_store)]
@@ -137,6 +141,27 @@ def test_preprocess_command_writes_a_manifest_and_skips_finished_cases(tmp_path,
 
     assert command(preprocess_module.main, args) == 0  # the same command again: nothing to do
     assert "4 case(s) already stored, 0 written" in capsys.readouterr().out
+
+
+def test_preprocessing_beside_other_threads_uses_threads_not_a_fork(tmp_path, phantom_root, caplog):
+    """A process with other threads is not forked (a child can inherit a lock held by one of them and wait forever):
+    the store is built with threads, and the log says why."""
+    import threading
+
+    parser = bundle_parser("subfore_pretrain", tmp_path, phantom_root, pixdim=[4.0, 4.0, 4.0])
+    entries, transform = parser.get_parsed_content("train#files"), parser.get_parsed_content("train#preprocessing")
+    plan = preprocess_module.plan_store(transform, tmp_path / "cache")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with caplog.at_level("INFO", logger=preprocess_module.logger.name):
+            report = preprocess_module.build_store(entries, transform, plan, workers=2, processes=True)
+    finally:
+        stop.set()
+        other.join()
+    assert report.written == len(entries) == 4
+    assert "other thread(s) run in this process" in caplog.text and "with 2 threads" in caplog.text
 
 
 def test_an_interrupted_preprocessing_keeps_finished_cases_and_redoes_the_cut_one(tmp_path, phantom_root):

@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -252,7 +253,9 @@ def build_store(
     """Write every case of ``entries`` the store lacks; keep the others. Safe to kill and rerun.
 
     ``processes``: ``workers`` forked processes (the preprocessing command); else threads (a training
-    run building a small store itself: its transforms need not be picklable).
+    run building a small store itself: its transforms need not be picklable). Called where other threads
+    run, it uses threads and says so: a forked child gets the locks those threads held but not the threads,
+    and can wait forever, with the pool waiting on it (Python 3.12 warns of such a fork).
     """
     t0 = time.monotonic()
     store = plan.store
@@ -267,6 +270,10 @@ def build_store(
     todo, have = missing_cases(entries, plan)
     report = BuildReport(str(store.root), kept=len(have))
     done: list[dict] = []
+    if todo and processes and workers > 1 and threading.active_count() > 1:
+        logger.warning(f"{threading.active_count() - 1} other thread(s) run in this process: preprocessing with {workers} threads "
+                       "instead of forked processes (run python -m common.data.preprocess for processes)")
+        processes = False
     if todo:
         unit = ("process" if processes else "thread") + ("" if workers == 1 else ("es" if processes else "s"))
         logger.info(f"Preprocessing {len(todo)} case(s) into {store.root} ({len(have)} already there) with {workers} {unit}.")
