@@ -262,10 +262,6 @@ class PreflightReport:
     problems: dict[str, list[str]]
     checks: CaseChecks
 
-    @property
-    def bad_cases(self) -> list[str]:
-        return list(self.problems)
-
     def summary(self, limit: int = MAX_LISTED) -> str:
         lines = [f"{len(self.problems)} of {self.num_cases} case(s) have problems:"]
         listed = 0

@@ -50,12 +50,6 @@ def dicom_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if is_dicom_file(p))
 
 
-def is_dicom_series(path: str | os.PathLike) -> bool:
-    """A folder that directly holds at least one DICOM file."""
-    p = Path(path)
-    return p.is_dir() and any(is_dicom_file(c) for c in p.iterdir())
-
-
 def find_dicom_series(folder: str | os.PathLike) -> list[Path]:
     """Every folder at or below ``folder`` that directly holds DICOM files (one case each), sorted."""
     root = Path(folder)

@@ -200,17 +200,6 @@ def score_linear_probe(probe: LinearVoxelProbe, test: Sequence[ProbeCase], num_c
     return [dice_per_case(probe(c.features, c.label.shape[2:]), c.label, num_classes) for c in test]
 
 
-def linear_probe(
-    train: Sequence[ProbeCase], test: Sequence[ProbeCase], num_classes: int, steps: int = 200, lr: float = 0.05, seed: int = 0,
-    points_per_case: int = 5000,
-) -> dict[str, object]:
-    """:func:`fit_linear_probe` on ``train``, scored on ``test``.
-    Returns ``{"dice": mean over test cases, "per_case": [...], "train_loss": [first, last]}``."""
-    probe, losses = fit_linear_probe(train, num_classes, steps, lr, seed, points_per_case)
-    per_case = score_linear_probe(probe, test, num_classes)
-    return {"dice": sum(per_case) / len(per_case), "per_case": per_case, "train_loss": [losses[0], losses[-1]]}
-
-
 def patch_embeddings(case: ProbeCase, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(n_patches, C)`` embeddings (each scale average-pooled to the patch grid) and the ``(n_patches,)``
     labels at the patch centres. The label grid is cut to whole patches."""
