@@ -270,15 +270,13 @@ def build_store(
     todo, have = missing_cases(entries, plan)
     report = BuildReport(str(store.root), kept=len(have))
     done: list[dict] = []
-    if todo and processes and workers > 1 and threading.active_count() > 1:
-        logger.warning(f"{threading.active_count() - 1} other thread(s) run in this process: preprocessing with {workers} threads "
-                       "instead of forked processes (run python -m common.data.preprocess for processes)")
-        processes = False
     if todo:
-        unit = ("process" if processes else "thread") + ("" if workers == 1 else ("es" if processes else "s"))
+        fork = _can_fork(processes, workers)
+        unit = "process" if fork or (processes and workers == 1) else "thread"
+        unit += "" if workers == 1 else ("es" if fork else "s")
         logger.info(f"Preprocessing {len(todo)} case(s) into {store.root} ({len(have)} already there) with {workers} {unit}.")
         with progress_bar(len(todo), desc, enabled=progress) as bar:
-            for record in _map(todo, transform, plan, checks, workers, processes):
+            for record in _map(todo, transform, plan, checks, workers, fork):
                 done.append(record)
                 bar.update(1)
     report.written = sum(1 for r in done if not r["checks"]["problems"])
@@ -290,12 +288,24 @@ def build_store(
     return report
 
 
-def _map(todo: Sequence[Mapping[str, Any]], transform: Compose, plan: StorePlan, checks: Any, workers: int, processes: bool):
+def _can_fork(processes: bool, workers: int) -> bool:
+    """Whether ``workers`` > 1 run as forked processes: asked for, available, and this process runs no other thread
+    (else threads, with the reason logged)."""
+    if not processes or workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if threading.active_count() > 1:
+        logger.warning(f"{threading.active_count() - 1} other thread(s) run in this process: preprocessing with {workers} threads "
+                       "instead of forked processes (run python -m common.data.preprocess for processes)")
+        return False
+    return True
+
+
+def _map(todo: Sequence[Mapping[str, Any]], transform: Compose, plan: StorePlan, checks: Any, workers: int, fork: bool):
     if workers <= 1:
         for entry in todo:
             yield preprocess_case(entry, transform, plan, checks)
         return
-    if processes and "fork" in multiprocessing.get_all_start_methods():
+    if fork:
         _WORKER.update(transform=transform, plan=plan, checks=checks)  # inherited by the forked workers
         try:
             with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
