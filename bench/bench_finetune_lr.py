@@ -6,7 +6,7 @@ then (5e-3; since this measurement the protocol fine-tunes SegResNetDS at 1e-3).
 This runs both arms (scratch, CT-FM pretraining run ``seed mod 2``, as the evidence runner pairs them) for
 seeds 0-2 at the protocol's rate and at a lower one, with every other setting of the protocol, and reports
 each run's final mean Dice on the 4 held-out phantoms, the largest training loss of its first 50 steps
-(the jump), and the paired difference per rate. The baseline is the first rate (by default 5e-3, the rate that
+(the jump; TensorBoard's ``train/loss``, as the card's ``peak_loss``), and the paired difference per rate. The baseline is the first rate (by default 5e-3, the rate that
 jumped), in the same run.
 
 Runs are the evidence runner's (``common.experiments.evidence``: its pretraining, datalists and
@@ -21,7 +21,6 @@ repository root, as the evidence runner: the protocol names the real scans relat
 from __future__ import annotations
 
 import json
-import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -36,13 +35,6 @@ from common.runs.provenance import machine, software, weights_made_by  # noqa: E
 
 PROTOCOL = REPO / "common" / "experiments" / "protocols" / "medium.json"
 COMPARISON = "ctfm_segresnetds"
-LOSS_RE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) -- train_loss: (\S+)")
-
-
-def early_peak(log: Path, steps: int = 50) -> float:
-    """The largest training loss the log shows (every 5th step) in a run's first ``steps`` iterations."""
-    losses = [float(v) for epoch, it, length, v in LOSS_RE.findall(log.read_text()) if (int(epoch) - 1) * int(length) + int(it) <= steps]
-    return max(losses) if losses else float("nan")
 
 
 def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0, 1, 2), output_dir: str = "/tmp/finetune_lr",
@@ -73,7 +65,7 @@ def main(rates: tuple[float, ...] = (0.005, 0.001), seeds: tuple[int, ...] = (0,
         per_case = evidence.final_per_case(run_dir / "eval" / "validation_metrics.csv", best["metric"])
         made_by = weights_made_by(run_dir / "models" / "model.pt")
         return {"rate": rate, "arm": arm, "seed": seed, "final_dice": round(sum(per_case) / len(per_case), 4),
-                "early_peak_loss": round(early_peak(run_dir / "train.log"), 3), "commit": made_by}
+                "early_peak_loss": round(evidence.peak_training_loss(run_dir, until=50), 3), "commit": made_by}
 
     runs = execution.map([partial(run, job) for job in jobs])
     by = {(r["rate"], r["arm"], r["seed"]): r["final_dice"] for r in runs}

@@ -107,14 +107,3 @@ def test_training_memory_counts_what_checkpointing_saves():
     on_cpu = saved_activation_bytes(bundle_network(12, False), x)
     assert saved_activation_bytes(bundle_network(12, False).to("meta"), x.to("meta")) == on_cpu > 0  # no arithmetic, same count
     assert saved_activation_bytes(bundle_network(12, True).to("meta"), x.to("meta")) < 0.7 * on_cpu
-
-
-def test_the_learning_rate_bench_reads_the_early_loss_peak_by_global_iteration(tmp_path):
-    """``Iter`` in a trainer's log counts within the epoch: the first 50 steps of 20-step epochs end in epoch 3."""
-    from bench_finetune_lr import early_peak
-
-    lines = [f"2026-12-07 - INFO - Epoch: {e}/6, Iter: {i}/20 -- train_loss: {v} " for e, i, v in
-             [(1, 5, 3.0), (1, 20, 28.5), (2, 10, 4.0), (3, 10, 9.0), (3, 15, 99.0), (4, 5, 77.0)]]
-    (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
-    assert early_peak(tmp_path / "train.log") == 28.5  # step 55 (99.0) and step 65 (77.0) are past the first 50
-    assert early_peak(tmp_path / "train.log", steps=55) == 99.0

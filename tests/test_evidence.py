@@ -344,6 +344,21 @@ def test_a_misspelt_protocol_key_stops_the_command_before_anything_runs(capsys, 
                         "(its pretrainings: ['anatomask', 'ctfm', 'subfore'])"], problems
 
 
+def test_the_peak_training_loss_is_read_from_tensorboard_by_global_iteration(tmp_path):
+    """The card's ``peak_loss`` and the learning-rate bench's early peak (``until``: the first 50 steps) are one
+    measure: the run's ``train/loss`` scalars, whose steps are global iterations (not the log's per-epoch ``Iter``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "eval" / "tensorboard"))
+    for step, loss in [(5, 3.0), (20, 28.5), (30, 4.0), (50, 9.0), (55, 99.0), (65, 77.0)]:
+        writer.add_scalar("train/loss", loss, step)
+    writer.close()
+    assert evidence.peak_training_loss(tmp_path) == 99.0
+    assert evidence.peak_training_loss(tmp_path, until=50) == 28.5  # steps 55 and 65 are past the first 50
+    assert evidence.peak_training_loss(tmp_path, until=55) == 99.0
+    assert math.isnan(evidence.peak_training_loss(tmp_path / "no_run"))
+
+
 def test_a_run_whose_loss_peaks_over_three_times_its_comparisons_median_is_flagged():
     def row(comparison: str, seed: int, peak: float | str, kind: str = "finetune_final_val_mean_dice") -> dict:
         return {"comparison": comparison, "kind": kind, "encoder": "scratch", "fraction": 1.0, "seed": seed, "value": 0.5, "peak_loss": peak}

@@ -352,11 +352,11 @@ def scalar_curve(run_dir: Path, tag: str, step_scale: int = 1) -> list[tuple[int
     return sorted(points.items())
 
 
-def peak_training_loss(run_dir: Path) -> float:
-    """The largest training loss a finished run logged (``train/loss``, every ``log_interval`` iterations);
-    NaN when none was logged. A run that diverged early shows here even when its loss came back down (see
-    :func:`common.experiments.card.unstable_runs`)."""
-    values = [v for _, v in scalar_curve(run_dir, "train/loss")]
+def peak_training_loss(run_dir: Path, until: int | None = None) -> float:
+    """The largest training loss a finished run logged (``train/loss``, every ``log_interval`` iterations),
+    in its first ``until`` iterations if given; NaN when none was logged. A run that diverged early shows
+    here even when its loss came back down (see :func:`common.experiments.card.unstable_runs`)."""
+    values = [v for step, v in scalar_curve(run_dir, "train/loss") if until is None or step <= until]
     return max(values) if values else math.nan
 
 
