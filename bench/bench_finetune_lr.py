@@ -6,7 +6,9 @@ then (5e-3; since this measurement the protocol fine-tunes SegResNetDS at 1e-3).
 This runs both arms (scratch, CT-FM pretraining run ``seed mod 2``, as the evidence runner pairs them) for
 seeds 0-2 at the protocol's rate and at a lower one, with every other setting of the protocol, and reports
 each run's final mean Dice on the 4 held-out phantoms, the largest training loss of its first 50 steps
-(the jump; TensorBoard's ``train/loss``, as the card's ``peak_loss``), and the paired difference per rate. The baseline is the first rate (by default 5e-3, the rate that
+(the jump: TensorBoard's ``train/loss`` every ``log_interval`` steps, the card's ``peak_loss`` measure; the two
+``*finetune_lr*_2026-12-07_cpu.json`` results read it from train.log, which prints step 1 as well), and the paired
+difference per rate. The baseline is the first rate (by default 5e-3, the rate that
 jumped), in the same run.
 
 Runs are the evidence runner's (``common.experiments.evidence``: its pretraining, datalists and
